@@ -1,0 +1,148 @@
+"""Image classification: a pooled linear/MLP head, cross-entropy with label smoothing, top-k metrics.
+
+Outputs are logits ``[N, num_classes]``; targets are class ids ``[N]`` (int64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from zoo.backbones.base import FeatureInfo
+from zoo.recipe.spec import Range, spec
+from zoo.task import Task
+
+__all__ = ["ClassifierHead", "Classifier", "CrossEntropy", "ClassificationMetrics", "CLASSIFICATION"]
+
+
+class ClassifierHead(nn.Module):
+    """Global pooling of the deepest feature map, then an MLP (or one linear layer) with dropout.
+
+    Args:
+        in_channels: channels of the pooled map (``feature_info[-1].channels``).
+        num_classes: output logits.
+        hidden: widths of hidden layers (ReLU after each); ``()`` for a linear classifier.
+        dropout: dropout probability before each linear layer.
+        pool: "avg" or "max" global pooling.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, hidden: Sequence[int] = (), dropout: float = 0.0,
+                 pool: str = "avg") -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_channels
+        for h in hidden:
+            layers += [nn.Dropout(dropout), nn.Linear(width, h), nn.ReLU(inplace=True)]
+            width = h
+        layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.mlp(self.pool(features[-1]))  # [N, num_classes]
+
+
+class ClassificationMetrics(nn.Module):
+    """top-1, top-5 (top-k for fewer classes), per-class accuracy and a confusion matrix."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        super().__init__()
+        self.classes = list(classes)
+        n = len(self.classes)
+        self.top1 = MulticlassAccuracy(num_classes=n, top_k=1, average="micro")
+        self.top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
+        self.per_class = MulticlassAccuracy(num_classes=n, average="none")
+        self.confusion = MulticlassConfusionMatrix(num_classes=n)
+        self._last_confusion: torch.Tensor | None = None
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        for m in (self.top1, self.top5, self.per_class, self.confusion):
+            m.update(outputs, targets)
+
+    def compute(self) -> dict[str, float]:
+        result = {"top1": self.top1.compute().item(), "top5": self.top5.compute().item()}
+        for name, acc in zip(self.classes, self.per_class.compute().tolist()):
+            result[f"acc/{name}"] = acc
+        self._last_confusion = self.confusion.compute().cpu()
+        return result
+
+    def reset(self) -> None:
+        for m in (self.top1, self.top5, self.per_class, self.confusion):
+            m.reset()
+
+    def save_artifacts(self, out_dir: Path) -> list[Path]:
+        if self._last_confusion is None:
+            return []
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cm = self._last_confusion.numpy()
+        n = len(self.classes)
+        fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 1.5 + 0.5 * n))
+        ax.imshow(cm, cmap="Blues")
+        ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
+        ax.set_xticklabels(self.classes, rotation=90)
+        ax.set_yticklabels(self.classes)
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if cm[i, j] > cm.max() / 2 else "black")
+        fig.tight_layout()
+        path = Path(out_dir) / "confusion_matrix.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return [path]
+
+
+def predict_topk(outputs: torch.Tensor, classes: Sequence[str], top_k: int) -> list[dict]:
+    """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first."""
+    probs = outputs.float().softmax(dim=1)
+    p, idx = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [{"top_k": [{"class": classes[i], "index": i, "prob": round(q, 6)} for q, i in zip(pr.tolist(), ix.tolist())]}
+            for pr, ix in zip(p, idx)]
+
+
+CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max",
+                      make_metrics=ClassificationMetrics, predict=predict_topk)
+
+
+@spec
+class Classifier:
+    num_classes: Annotated[int, Range(ge=2)] | None = None  # None: the dataset's class count
+    hidden: tuple[int, ...] = ()  # hidden layer widths of the MLP; () for a linear classifier
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # dropout before each linear layer
+    pool: Literal["avg", "max"] = "avg"  # global pooling of the deepest feature map
+
+    task: ClassVar[Task] = CLASSIFICATION
+
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> ClassifierHead:
+        return ClassifierHead(in_channels=feature_info[-1].channels, num_classes=num_classes, hidden=self.hidden,
+                              dropout=self.dropout, pool=self.pool)
+
+
+class _CrossEntropyLoss(nn.Module):
+    def __init__(self, label_smoothing: float) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)}
+
+
+@spec
+class CrossEntropy:
+    label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0  # mass spread evenly over all classes
+
+    task: ClassVar[Task] = CLASSIFICATION
+
+    def build(self) -> nn.Module:
+        return _CrossEntropyLoss(self.label_smoothing)

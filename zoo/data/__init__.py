@@ -1,0 +1,10 @@
+"""Dataset adapters (each a ``@spec`` with ``setup() -> DataSplits``) and image decoding."""
+
+from zoo.data.base import DataSplits, ImageData, TransformedDataset
+from zoo.data.digits import DigitsData
+from zoo.data.folder import ImageFolderData
+from zoo.data.images import ImageDecodeError, load_image
+from zoo.data.shapes_data import ShapesData
+
+__all__ = ["DataSplits", "ImageData", "TransformedDataset", "DigitsData", "ImageFolderData", "ShapesData",
+           "ImageDecodeError", "load_image"]

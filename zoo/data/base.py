@@ -1,0 +1,118 @@
+"""What every dataset adapter hands the engine: classes and three splits of loadable samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from zoo.recipe.spec import Range
+
+__all__ = ["SampleSource", "DataSplits", "TransformedDataset", "ImageData", "stratified_split", "ArraySource"]
+
+
+class SampleSource(Protocol):
+    """Random access to ``(image uint8 [H, W, C], target)`` samples of one split."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> tuple[np.ndarray, Any]: ...
+
+
+@dataclass
+class DataSplits:
+    """The result of an adapter's ``setup``: class names and the train/val/test samples.
+
+    ``skipped`` lists ``(file, reason)`` for inputs left out with a warning (undecodable images).
+    """
+
+    classes: tuple[str, ...]
+    train: SampleSource
+    val: SampleSource
+    test: SampleSource
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class ArraySource:
+    """Samples held in memory: ``images [N, H, W, C] uint8`` and one target per image."""
+
+    images: np.ndarray
+    targets: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, Any]:
+        return self.images[index], self.targets[index]
+
+
+class TransformedDataset(Dataset):
+    """A split with its albumentations pipeline: ``(image [C, H, W] float, target)``."""
+
+    def __init__(self, source: SampleSource, transform: Callable[..., dict]) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        image, target = self.source.load(index)
+        return self.transform(image=image)["image"], target
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageData:
+    """Fields every image dataset adapter has (the adapters are ``@spec`` subclasses)."""
+
+    batch_size: Annotated[int, Range(ge=1)] = 32  # images per batch (per device)
+    num_workers: Annotated[int, Range(ge=0)] = 2  # DataLoader worker processes (0: load in the main process)
+    image_size: Annotated[int, Range(ge=8)] = 224  # images are resized to image_size x image_size
+    channels: Literal[1, 3] = 3  # 1 (grey) or 3 (RGB); images are converted on load
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # per-channel normalisation mean (0..1 scale)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)  # per-channel normalisation std
+
+    targets = ("label",)  # what each sample carries next to its image
+
+    def __post_init__(self) -> None:
+        from zoo.errors import RecipeError
+
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.channels):
+                raise RecipeError(f"data.{name}", f"has {len(getattr(self, name))} values for "
+                                                  f"{self.channels} channels")
+        if any(s <= 0 for s in self.std):
+            raise RecipeError("data.std", f"must be positive, got {self.std}")
+
+    def static_classes(self) -> tuple[str, ...] | None:
+        """Class names known without reading the data, or ``None``."""
+        return None
+
+    def preflight(self) -> None:
+        """Checks paths and settings that need the file system but not the data itself."""
+
+
+def stratified_split(
+    labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a seeded split that keeps each class's share in every part."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    labels = np.asarray(labels)
+    if test_fraction + val_fraction == 0:
+        return index, index[:0], index[:0]
+    if np.bincount(labels).min(initial=0) < 3:  # too few of a class to stratify: a plain seeded split
+        labels = None
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed) \
+        if test_fraction else (index, index[:0])
+    if not val_fraction:
+        return rest, rest[:0], np.sort(test)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
+                                  stratify=None if labels is None else labels[rest], random_state=seed)
+    return np.sort(train), np.sort(val), np.sort(test)

@@ -1,0 +1,65 @@
+"""The one LightningDataModule: a dataset adapter's splits, the recipe's augmentation, fed loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from zoo.data.base import DataSplits, TransformedDataset
+from zoo.errors import ZooError
+from zoo.recipe import Recipe
+
+__all__ = ["ZooDataModule"]
+
+
+class ZooDataModule(L.LightningDataModule):
+    """Loaders over ``splits`` (from ``recipe.data.setup()``), with the recipe's albumentations pipelines.
+
+    Args:
+        recipe: supplies batch size, workers, image size, normalisation and augmentation.
+        splits: the adapter's samples; reading them is the adapter's business, done before this.
+    """
+
+    def __init__(self, recipe: Recipe, splits: DataSplits) -> None:
+        super().__init__()
+        self.recipe, self.splits = recipe, splits
+
+    def eval_transform(self) -> Any:
+        d = self.recipe.data
+        return self.recipe.aug.compose(train=False, size=d.image_size, mean=d.mean, std=d.std)
+
+    def _loader(self, split: str, *, train: bool) -> DataLoader:
+        d = self.recipe.data
+        source = getattr(self.splits, split)
+        if len(source) == 0:
+            raise ZooError(f"the {split} split of {type(d).__name__} is empty; give it images (a {split}/ folder "
+                           f"or a non-zero data.{split}_fraction)")
+        transform = self.recipe.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std)
+        workers = d.num_workers
+        return DataLoader(
+            TransformedDataset(source, transform),
+            batch_size=d.batch_size,
+            shuffle=train,
+            drop_last=train and len(source) > d.batch_size,  # no tiny last batch upsetting BatchNorm
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=self.recipe.task.collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def split_loader(self, split: str) -> DataLoader:
+        """An evaluation loader over any split (``zoo eval --split``)."""
+        return self._loader(split, train=False)

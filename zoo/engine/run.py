@@ -1,0 +1,168 @@
+"""Train, evaluate and predict: the three things the CLI does, for any task."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import move_data_to_device
+
+from zoo.data.base import DataSplits
+from zoo.data.images import IMAGE_EXTENSIONS, load_image
+from zoo.engine.checkpoint import AtomicCheckpointIO, read_checkpoint
+from zoo.engine.datamodule import ZooDataModule
+from zoo.engine.module import CHECKPOINT_KEY, ZooModule
+from zoo.errors import RecipeError, ZooError
+from zoo.recipe import Recipe
+
+__all__ = ["train", "evaluate", "predict", "load_module", "prepare_data"]
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
+
+
+def prepare_data(recipe: Recipe) -> DataSplits:
+    """Runs the adapter's ``setup`` and checks the head against the classes it found."""
+    recipe.data.preflight()
+    splits = recipe.data.setup()
+    head = recipe.model.head
+    if head.num_classes is not None and head.num_classes != len(splits.classes):
+        raise RecipeError("model.head.num_classes", f"is {head.num_classes} but the data has {len(splits.classes)} "
+                                                    f"classes {list(splits.classes)[:10]}")
+    return splits
+
+
+def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any = False, **overrides: Any) -> L.Trainer:
+    t = recipe.trainer
+    kwargs = dict(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
+        limit_train_batches=t.limit_train_batches if t.limit_train_batches <= 1 else int(t.limit_train_batches),
+        limit_val_batches=t.limit_val_batches if t.limit_val_batches <= 1 else int(t.limit_val_batches),
+        log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, logger=logger,
+        default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
+    """Fits ``recipe`` and evaluates the best checkpoint on the test split.
+
+    Writes to ``out``: ``best.ckpt``, ``last.ckpt``, ``metrics.json``, ``recipe.json`` / ``recipe.txt``,
+    ``data.json`` (split sizes, skipped files), ``logs/`` (CSV and TensorBoard), and the task's pictures.
+    """
+    _quiet_lightning()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
+    (out / "recipe.txt").write_text(recipe.listing() + "\n")
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    splits = prepare_data(recipe)
+    (out / "data.json").write_text(json.dumps({
+        "classes": list(splits.classes),
+        "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
+        "skipped": [[str(p), r] for p, r in splits.skipped],
+    }, indent=1))
+    if splits.skipped:
+        print(f"skipped {len(splits.skipped)} undecodable image(s); listed in {out / 'data.json'}")
+    datamodule = ZooDataModule(recipe, splits)
+    module = ZooModule(recipe, splits.classes)
+    task = recipe.task
+    monitor = f"val/{task.monitor}"
+    callbacks: list = [
+        ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=task.mode, save_last=True,
+                        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if recipe.trainer.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=task.mode, patience=recipe.trainer.early_stopping_patience))
+    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")]
+    trainer = _trainer(recipe, out, callbacks, logger=loggers)
+    trainer.fit(module, datamodule=datamodule)
+    best = out / "best.ckpt"
+    metrics = evaluate(best, split="test", out=out, splits=splits)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def load_module(checkpoint: str | Path) -> ZooModule:
+    """Rebuilds the trained module from a checkpoint alone (recipe and classes are inside it)."""
+    data = read_checkpoint(checkpoint)
+    saved = data[CHECKPOINT_KEY]
+    # The weights are in the checkpoint: don't look for the pretrained files the run started from.
+    recipe = Recipe.from_data(saved["recipe"]).override(**{"model.backbone.pretrained": False,
+                                                            "model.weights": None})
+    module = ZooModule(recipe, saved["classes"])
+    module.load_state_dict(data["state_dict"])
+    module.eval()
+    return module
+
+
+def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | None = None,
+             splits: DataSplits | None = None) -> dict[str, float]:
+    """Metrics of a checkpoint on one split of its recipe's data; pictures go to ``out`` when given."""
+    _quiet_lightning()
+    module = load_module(checkpoint)
+    if splits is None:
+        splits = prepare_data(module.recipe)
+    if tuple(splits.classes) != tuple(module.classes):
+        raise ZooError(f"{checkpoint}: trained on classes {module.classes[:10]}, the data now has "
+                       f"{list(splits.classes)[:10]}")
+    loader = ZooDataModule(module.recipe, splits).split_loader(split)
+    trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, strategy="auto")
+    trainer.test(module, dataloaders=loader, verbose=False)
+    metrics = dict(module.last_metrics)
+    if out is not None:
+        module.test_metrics.save_artifacts(Path(out))
+    return metrics
+
+
+def _image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise ZooError(f"{item}: no such image file or folder")
+    if not files:
+        raise ZooError(f"no images found in {[str(i) for i in inputs]}")
+    return files
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5,
+            batch_size: int = 32) -> list[dict[str, Any]]:
+    """Predictions for image files or folders: one ``{"image": path, **task prediction}`` per image."""
+    module = load_module(checkpoint)
+    recipe = module.recipe
+    transform = ZooDataModule(recipe, None).eval_transform()  # type: ignore[arg-type]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device)
+    files = _image_files(inputs)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        batch = torch.stack([transform(image=load_image(f, channels=recipe.data.channels))["image"] for f in chunk])
+        outputs = module(batch.to(device))
+        outputs = move_data_to_device(outputs, "cpu")
+        for f, pred in zip(chunk, recipe.task.predict(outputs, module.classes, top_k)):
+            results.append({"image": str(f), **pred})
+    return results

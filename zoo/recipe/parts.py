@@ -1,0 +1,132 @@
+"""The parts of a recipe that every task shares: backbone, model, optimizer, schedule, trainer, augmentation.
+
+Task parts (heads, losses) live in ``heads/``; dataset adapters in ``zoo/data``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import torch
+from torch import nn
+
+from zoo.backbones import Backbone, create_backbone, resolve_backbone
+from zoo.errors import RecipeError
+from zoo.recipe.spec import Range, spec
+
+__all__ = ["BackboneSpec", "ModelSpec", "Optim", "Schedule", "Trainer", "Augment"]
+
+
+@spec
+class BackboneSpec:
+    name: str = "lenet5"  # registry name: `zoo backbones` lists them
+    pretrained: bool | str = False  # False | True (library default, from the local cache) | weight tag | file
+    in_chans: Annotated[int, Range(ge=1)] = 3  # input channels; must equal data.channels
+
+    def __post_init__(self) -> None:
+        resolve_backbone(self.name)  # unknown names fail here, with close matches
+
+    def build(self) -> Backbone:
+        return create_backbone(self.name, pretrained=self.pretrained, in_chans=self.in_chans)
+
+    def __or__(self, head: Any) -> ModelSpec:
+        return ModelSpec(backbone=self, head=head)
+
+
+@spec
+class ModelSpec:
+    backbone: BackboneSpec  # the feature extractor
+    head: Any  # a head spec from heads/ (e.g. heads.classification.Classifier)
+    weights: str | None = None  # a zoo checkpoint or state dict to start the whole model from (fine-tuning)
+
+    def __post_init__(self) -> None:
+        if not hasattr(self.head, "build") or not hasattr(type(self.head), "task"):
+            raise RecipeError("model.head", f"expected a head spec from heads/, got {self.head!r}")
+
+
+@spec
+class Optim:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # optimizer
+    lr: Annotated[float, Range(gt=0)] = 0.01  # learning rate (per batch of data.batch_size)
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD momentum
+    nesterov: bool = False  # SGD with Nesterov momentum
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moment decay rates
+    weight_decay: Annotated[float, Range(ge=0)] = 5e-4  # L2 penalty on weights (not on biases and norms)
+
+    def build(self, model: nn.Module) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.name == "sgd":
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
+        cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=self.lr, betas=self.betas)
+
+
+@spec
+class Schedule:
+    name: Literal["none", "step", "cosine", "plateau"] = "cosine"  # learning-rate schedule
+    warmup_epochs: Annotated[int, Range(ge=0)] = 0  # linear warm-up from lr/100 (step and cosine)
+    step_size: Annotated[int, Range(ge=1)] = 10  # step: epochs between decays
+    factor: Annotated[float, Range(gt=0, lt=1)] = 0.1  # step and plateau: lr multiplier at each decay
+    patience: Annotated[int, Range(ge=0)] = 3  # plateau: epochs without improvement before a decay
+    min_lr: Annotated[float, Range(ge=0)] = 0.0  # cosine and plateau: lowest lr
+
+    def build(self, optimizer: torch.optim.Optimizer, *, epochs: int, monitor: str, mode: str) -> Any:
+        """Lightning's ``lr_scheduler`` config for ``configure_optimizers``; stepped once per epoch."""
+        sched = torch.optim.lr_scheduler
+        if self.name == "none":
+            return None
+        if self.name == "plateau":
+            s = sched.ReduceLROnPlateau(optimizer, mode=mode, factor=self.factor, patience=self.patience,
+                                        min_lr=self.min_lr)
+            return {"scheduler": s, "monitor": monitor, "interval": "epoch"}
+        main_epochs = max(1, epochs - self.warmup_epochs)
+        if self.name == "step":
+            s = sched.StepLR(optimizer, step_size=self.step_size, gamma=self.factor)
+        else:
+            s = sched.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=self.min_lr)
+        if self.warmup_epochs:
+            warm = sched.LinearLR(optimizer, start_factor=0.01, total_iters=self.warmup_epochs)
+            s = sched.SequentialLR(optimizer, [warm, s], milestones=[self.warmup_epochs])
+        return {"scheduler": s, "interval": "epoch"}
+
+
+@spec
+class Trainer:
+    max_epochs: Annotated[int, Range(ge=1)] = 10  # passes over the training split
+    accelerator: str = "auto"  # Lightning accelerator: auto (GPU when present) | cpu | gpu | mps
+    devices: int | str = "auto"  # Lightning devices: a count, "auto", or a list string like "0,1"
+    strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
+    precision: str = "32-true"  # Lightning precision: 32-true | 16-mixed | bf16-mixed
+    deterministic: bool = False  # torch deterministic algorithms (slower; bit-reproducible reruns)
+    gradient_clip_val: Annotated[float, Range(ge=0)] | None = None  # clip gradient norm
+    early_stopping_patience: Annotated[int, Range(ge=1)] | None = None  # stop after N epochs without progress
+    limit_train_batches: Annotated[float, Range(gt=0)] = 1.0  # fraction (≤1.0) or count (>1) of batches
+    limit_val_batches: Annotated[float, Range(gt=0)] = 1.0  # same, for validation
+    log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
+
+
+@spec
+class Augment:
+    train: tuple[Any, ...] = ()  # albumentations transforms for training images, applied after resizing
+    eval: tuple[Any, ...] = ()  # albumentations transforms for val/test/predict images (usually none)
+
+    def __post_init__(self) -> None:
+        import albumentations as A
+
+        for split in ("train", "eval"):
+            for i, t in enumerate(getattr(self, split)):
+                if not isinstance(t, A.BasicTransform | A.BaseCompose):
+                    raise RecipeError(f"aug.{split}[{i}]", f"expected an albumentations transform, got {t!r}")
+
+    def compose(self, *, train: bool, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+        """The whole pipeline: resize to ``size``, these transforms, normalise, to a ``[C, H, W]`` tensor."""
+        import albumentations as A
+        from albumentations.pytorch import ToTensorV2
+
+        steps = [A.Resize(size, size), *(self.train if train else self.eval), A.Normalize(mean=mean, std=std),
+                 ToTensorV2()]
+        return A.Compose(steps, strict=True)

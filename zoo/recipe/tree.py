@@ -1,0 +1,130 @@
+"""Walking a tree of specs: dotted-path overrides, a flat listing, and plain-data round trips.
+
+Plain data (``to_data`` / ``from_data``) is what goes into run folders and checkpoints: JSON-compatible
+dicts tagged with registered spec names, so loading a checkpoint never unpickles anything and can only
+construct spec classes the zoo knows.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import RecipeError, UnknownNameError, close_matches
+from zoo.recipe.spec import SPECS, check_value, field_hints, is_spec
+
+__all__ = ["parse_override", "apply_overrides", "flatten", "to_data", "from_data"]
+
+_TYPE_KEY = "_spec"
+_ALBU_KEY = "_albumentations"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.01"`` → ``("optim.lr", 0.01)``. Values are Python literals; anything else is a string."""
+    path, sep, raw = text.partition("=")
+    if not sep or not path.strip():
+        raise RecipeError("", f"override {text!r} is not of the form dotted.path=value")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    if isinstance(value, list):
+        value = tuple(value)
+    return path.strip(), value
+
+
+def _set(node: Any, parts: list[str], value: Any, done: str) -> Any:
+    path = f"{done}.{parts[0]}" if done else parts[0]
+    if not is_spec(node):
+        raise RecipeError(done, f"is a {type(node).__name__}, which has no field {parts[0]!r}")
+    names = [f.name for f in dataclasses.fields(node)]
+    if parts[0] not in names:
+        hint = close_matches(parts[0], names)
+        did = f"; did you mean {', '.join(hint)}?" if hint else ""
+        raise RecipeError(path, f"unknown field of {type(node).__name__}{did} (fields: {', '.join(names)})")
+    if len(parts) > 1:
+        value = _set(getattr(node, parts[0]), parts[1:], value, path)
+    else:
+        hint = field_hints(type(node))[parts[0]]
+        try:
+            value = check_value(value, hint, path)
+        except RecipeError:
+            # 'data.root=2024' names the folder 2024 when the field takes a string
+            if isinstance(value, str) or not _accepts_str(hint):
+                raise
+            value = check_value(str(value), hint, path)
+    try:
+        return dataclasses.replace(node, **{parts[0]: value})
+    except UnknownNameError as e:  # a registry lookup while the node validates itself
+        raise RecipeError(path, str(e)) from None
+
+
+def _accepts_str(hint: Any) -> bool:
+    try:
+        check_value("x", hint, "")
+        return True
+    except RecipeError:
+        return False
+
+
+def apply_overrides(root: Any, overrides: dict[str, Any] | list[str]) -> Any:
+    """A copy of the spec tree ``root`` with each ``dotted.path`` set to its value, type-checked."""
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    for path, value in overrides.items():
+        root = _set(root, path.split("."), value, "")
+    return root
+
+
+def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf field as ``(dotted.path, value)``, spec nodes as ``(path, "<ClassName>")``."""
+    rows: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(node):
+        value, path = getattr(node, f.name), f"{prefix}{f.name}"
+        if is_spec(value):
+            rows.append((path, f"<{type(value).__name__}>"))
+            rows += flatten(value, path + ".")
+        else:
+            rows.append((path, value))
+    return rows
+
+
+def _is_albumentations(value: Any) -> bool:
+    return isinstance(value, tuple) and value and type(value[0]).__module__.startswith("albumentations")
+
+
+def to_data(value: Any) -> Any:
+    """A spec tree as JSON-compatible data."""
+    if is_spec(value):
+        data = {_TYPE_KEY: type(value).__name__}
+        data.update({f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return data
+    if _is_albumentations(value):
+        import albumentations as A
+
+        return {_ALBU_KEY: A.to_dict(A.Compose(list(value)))}
+    if isinstance(value, tuple):
+        return [to_data(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def from_data(data: Any, path: str = "recipe") -> Any:
+    """Rebuilds what :func:`to_data` wrote; only registered spec classes can be named."""
+    if isinstance(data, dict) and _TYPE_KEY in data:
+        cls = SPECS.get(data[_TYPE_KEY])
+        kwargs = {k: from_data(v, f"{path}.{k}") for k, v in data.items() if k != _TYPE_KEY}
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(kwargs) - known:
+            raise RecipeError(path, f"saved {cls.__name__} has fields this version lacks: {sorted(unknown)}")
+        return cls(**kwargs)
+    if isinstance(data, dict) and _ALBU_KEY in data:
+        import albumentations as A
+
+        return tuple(A.from_dict(data[_ALBU_KEY]).transforms)
+    if isinstance(data, list):
+        return tuple(from_data(v, path) for v in data)
+    return data
