@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,18 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
 
 
+class EpochLine(L.Callback):
+    """One line per validated epoch, for logs that are not a terminal (where a progress bar would flood)."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if k.startswith(("train/", "val/")) and k.count("/") == 1}
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
+              + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())), flush=True)
+
+
 def prepare_data(recipe: Recipe) -> DataSplits:
     """Runs the adapter's ``setup`` and checks the head against the classes it found."""
     recipe.data.preflight()
@@ -57,6 +70,9 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
         default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
+    kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    if not kwargs["enable_progress_bar"] and out is not None:
+        kwargs["callbacks"] = [*callbacks, EpochLine()]
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 

@@ -1,0 +1,150 @@
+"""``zoo``: train, evaluate and predict from recipes and checkpoints; list backbones; check recipes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+__all__ = ["main"]
+
+_OVERRIDES_HELP = "dotted.path=value overrides, e.g. trainer.max_epochs=3 optim.lr=0.01 data.root=PATH"
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    width = max(map(len, metrics), default=0)
+    for k, v in metrics.items():
+        print(f"  {k:<{width}}  {v:.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zoo.engine import train
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out or f"runs/{recipe.name}")
+    metrics = train(recipe, out)
+    print(f"test metrics of {out / 'best.ckpt'}:")
+    _print_metrics(metrics)
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from zoo.engine import evaluate
+
+    out = Path(args.json).parent if args.json else None
+    metrics = evaluate(args.checkpoint, split=args.split, out=out)
+    print(f"{args.split} metrics of {args.checkpoint}:")
+    _print_metrics(metrics)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from zoo.engine import predict
+
+    results = predict(args.checkpoint, args.inputs, top_k=args.top_k)
+    text = json.dumps(results, indent=1)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.json").write_text(text)
+        print(f"wrote {len(results)} predictions to {out / 'predictions.json'}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_backbones(args: argparse.Namespace) -> int:
+    from zoo.backbones import create_backbone, list_backbones
+
+    rows = [r for r in list_backbones(args.pattern) if not args.source or r[1] == args.source]
+    if args.features and len(rows) > 50:
+        raise ZooError(f"--features builds every listed model; narrow the {len(rows)} names with a PATTERN")
+    for name, source in rows:
+        line = f"{name:<48} {source}"
+        if args.features:
+            try:
+                info = create_backbone(name).feature_info
+                line += "  channels=" + ",".join(str(f.channels) for f in info)
+                line += "  strides=" + ",".join(str(f.stride) for f in info)
+            except ZooError as e:
+                line += f"  ({e})"
+        print(line)
+    print(f"{len(rows)} backbones", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    recipe.data.preflight()
+    print(recipe.listing())
+    print(f"ok: {args.recipe} is a valid {recipe.task.name} recipe", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a recipe; writes best.ckpt, last.ckpt, metrics.json, logs",
+                       description="Train RECIPE (a Python recipe file), then evaluate best.ckpt on the test split.")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/classify_digits_lenet5.py")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    p.add_argument("--out", help="run folder (default runs/<recipe name>)")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="metrics of a checkpoint on a split of its recipe's data",
+                       description="Evaluate CHECKPOINT; the recipe inside it says which data.")
+    p.add_argument("checkpoint")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("predict", help="predictions for image files or folders, as JSON",
+                       description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json).")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", help="folder for predictions.json (default: print to stdout)")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("backbones", help="list registered backbones",
+                       description="List backbone names and their source (zoo > timm > torchvision/).")
+    p.add_argument("pattern", nargs="?", help="substring or shell pattern, e.g. resnet or 'convnext_*'")
+    p.add_argument("--source", choices=("zoo", "timm", "torchvision"))
+    p.add_argument("--features", action="store_true", help="also build each and show channels and strides")
+    p.set_defaults(fn=cmd_backbones)
+
+    p = sub.add_parser("check", help="validate a recipe and print every resolved field, without training",
+                       description="Validate RECIPE with overrides (names, types, ranges, agreement between parts).")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    p.set_defaults(fn=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.fn(args)
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        for note in getattr(e, "__notes__", []):
+            print(f"  {note}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
