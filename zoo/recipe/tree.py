@@ -35,30 +35,36 @@ def parse_override(text: str) -> tuple[str, Any]:
     return path.strip(), value
 
 
-def _set(node: Any, parts: list[str], value: Any, done: str) -> Any:
-    path = f"{done}.{parts[0]}" if done else parts[0]
+class _Changes(dict):
+    """Overrides below one node, keyed by field name (leaf values, or ``_Changes`` of a child node)."""
+
+
+def _apply(node: Any, changes: _Changes, done: str) -> Any:
     if not is_spec(node):
-        raise RecipeError(done, f"is a {type(node).__name__}, which has no field {parts[0]!r}")
+        raise RecipeError(done, f"is a {type(node).__name__}, which has no field {next(iter(changes))!r}")
     names = [f.name for f in dataclasses.fields(node)]
-    if parts[0] not in names:
-        hint = close_matches(parts[0], names)
-        did = f"; did you mean {', '.join(hint)}?" if hint else ""
-        raise RecipeError(path, f"unknown field of {type(node).__name__}{did} (fields: {', '.join(names)})")
-    if len(parts) > 1:
-        value = _set(getattr(node, parts[0]), parts[1:], value, path)
-    else:
-        hint = field_hints(type(node))[parts[0]]
+    hints = field_hints(type(node))
+    updates = {}
+    for name, value in changes.items():
+        path = f"{done}.{name}" if done else name
+        if name not in names:
+            hint = close_matches(name, names)
+            did = f"; did you mean {', '.join(hint)}?" if hint else ""
+            raise RecipeError(path, f"unknown field of {type(node).__name__}{did} (fields: {', '.join(names)})")
+        if isinstance(value, _Changes):
+            updates[name] = _apply(getattr(node, name), value, path)
+            continue
         try:
-            value = check_value(value, hint, path)
+            updates[name] = check_value(value, hints[name], path)
         except RecipeError:
             # 'data.root=2024' names the folder 2024 when the field takes a string
-            if isinstance(value, str) or not _accepts_str(hint):
+            if isinstance(value, str) or not _accepts_str(hints[name]):
                 raise
-            value = check_value(str(value), hint, path)
-    try:
-        return dataclasses.replace(node, **{parts[0]: value})
+            updates[name] = check_value(str(value), hints[name], path)
+    try:  # all fields of a node change at once: data.channels=1 data.mean=[0.5] is consistent
+        return dataclasses.replace(node, **updates)
     except UnknownNameError as e:  # a registry lookup while the node validates itself
-        raise RecipeError(path, str(e)) from None
+        raise RecipeError(f"{done}.{next(iter(updates))}" if done else "", str(e)) from None
 
 
 def _accepts_str(hint: Any) -> bool:
@@ -73,9 +79,16 @@ def apply_overrides(root: Any, overrides: dict[str, Any] | list[str]) -> Any:
     """A copy of the spec tree ``root`` with each ``dotted.path`` set to its value, type-checked."""
     if isinstance(overrides, list):
         overrides = dict(parse_override(o) for o in overrides)
+    tree = _Changes()
     for path, value in overrides.items():
-        root = _set(root, path.split("."), value, "")
-    return root
+        *parents, leaf = path.split(".")
+        node = tree
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, _Changes())
+            if not isinstance(node, _Changes):
+                raise RecipeError(".".join(parents[: i + 1]), f"is set to a value and also has {path} set")
+        node[leaf] = value
+    return _apply(root, tree, "") if tree else root
 
 
 def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -1,0 +1,75 @@
+"""The ``zoo`` command line: every verb's --help, and the verbs end to end on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import build_parser, main
+
+VERBS = sorted(build_parser()._subparsers._group_actions[0].choices)  # generated from the parser itself
+
+
+def test_verbs_are_the_documented_ones():
+    assert VERBS == ["backbones", "check", "eval", "predict", "train"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help(verb, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([verb, "--help"])
+    assert info.value.code == 0
+    assert "usage: zoo " + verb in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    zoo = Path(sys.executable).parent / "zoo"
+    result = subprocess.run([str(zoo), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_backbones_lists_sources_and_features(capsys):
+    assert main(["backbones", "lenet5*", "--features"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "zoo" in out and "channels=6,16,120" in out and "strides=2,4,4" in out
+    assert main(["backbones", "resnet18", "--source", "torchvision"]) == 0
+    assert "torchvision/resnet18" in capsys.readouterr().out
+
+
+def test_check_prints_resolved_recipe_and_errors(capsys):
+    assert main(["check", "recipes/classify_digits_lenet5.py", "optim.lr=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "optim.lr" in out and "0.1" in out
+    assert main(["check", "recipes/classify_digits_lenet5.py", "optim.lrr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lrr" in err and "did you mean lr" in err
+    assert main(["check", "recipes/classify_folder.py"]) == 2
+    assert "data.root" in capsys.readouterr().err
+
+
+def test_train_eval_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "recipes/classify_digits_lenet5.py", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                 "trainer.limit_val_batches=2", "trainer.accelerator=cpu", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top1" in printed and str(out) in printed
+    assert {"best.ckpt", "last.ckpt", "metrics.json"} <= {p.name for p in out.iterdir()}
+
+    assert main(["eval", str(out / "best.ckpt"), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) >= {"top1", "top5"} and all(isinstance(v, float) for v in metrics.values())
+
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
+    assert main(["predict", str(out / "best.ckpt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "pred"),
+                 "--top-k", "2"]) == 0
+    preds = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert preds[0]["image"].endswith("x.png") and len(preds[0]["top_k"]) == 2
+    assert main(["predict", str(out / "best.ckpt"), str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in capsys.readouterr().err

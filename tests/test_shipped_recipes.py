@@ -1,0 +1,52 @@
+"""Generated from recipes/: every shipped recipe checks, takes the common overrides, and runs one tiny step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_class_folders
+from zoo.engine import train
+from zoo.recipe import load_recipe
+
+RECIPES = sorted(p for p in Path("recipes").glob("*.py") if p.name != "__init__.py")
+# What a recipe that reads a folder needs to run in a test, by the data adapter's fields.
+COMMON = ["trainer.max_epochs=3", "data.batch_size=64", "optim.lr=0.01", "model.backbone.name=resnet18"]
+
+
+def _needs_root(recipe) -> bool:
+    return hasattr(recipe.data, "root")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_class_folders(tmp_path_factory.mktemp("folder"), {"a": 6, "b": 6, "c": 6})
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 2
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_checks_and_takes_common_overrides(path, folder):
+    recipe = load_recipe(path)
+    root = [f"data.root={folder}"] if _needs_root(recipe) else []
+    changed = load_recipe(path, COMMON + root)
+    assert (changed.trainer.max_epochs, changed.data.batch_size, changed.optim.lr) == (3, 64, 0.01)
+    assert changed.model.backbone.name == "resnet18"
+    assert load_recipe(path, ["model.backbone.pretrained=/weights/w.safetensors"]).model.backbone.pretrained
+    changed.data.preflight()
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_runs_one_tiny_step(path, folder, tmp_path):
+    recipe = load_recipe(path)
+    small = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+             "trainer.accelerator=cpu", "trainer.devices=1", "data.batch_size=4", "data.num_workers=0"]
+    if _needs_root(recipe):
+        small += [f"data.root={folder}", "data.image_size=32", "model.backbone.name=resnet10t",
+                  "data.val_fraction=0.2", "data.test_fraction=0.2"]
+    metrics = train(load_recipe(path, small), tmp_path)
+    assert recipe.task.monitor in metrics
+    assert (tmp_path / "best.ckpt").is_file()
