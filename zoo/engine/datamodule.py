@@ -27,17 +27,13 @@ class ZooDataModule(L.LightningDataModule):
         super().__init__()
         self.recipe, self.splits = recipe, splits
 
-    def eval_transform(self) -> Any:
-        d = self.recipe.data
-        return self.recipe.aug.compose(train=False, size=d.image_size, mean=d.mean, std=d.std)
-
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         d = self.recipe.data
         source = getattr(self.splits, split)
         if len(source) == 0:
             raise ZooError(f"the {split} split of {type(d).__name__} is empty; give it images (a {split}/ folder "
                            f"or a non-zero data.{split}_fraction)")
-        transform = self.recipe.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std)
+        transform = self.recipe.transform(train=train)
         workers = d.num_workers
         return DataLoader(
             TransformedDataset(source, transform),

@@ -170,7 +170,7 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, top_k: int 
     """Predictions for image files or folders: one ``{"image": path, **task prediction}`` per image."""
     module = load_module(checkpoint)
     recipe = module.recipe
-    transform = ZooDataModule(recipe, None).eval_transform()  # type: ignore[arg-type]
+    transform = recipe.transform(train=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     files = _image_files(inputs)

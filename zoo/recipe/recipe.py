@@ -54,6 +54,11 @@ class Recipe:
             raise RecipeError("model.head.num_classes", f"is {head.num_classes} but {type(data).__name__} has "
                                                         f"{len(classes)} classes {list(classes)}")
 
+    def transform(self, *, train: bool) -> Any:
+        """The albumentations pipeline for training (``train=True``) or val/test/predict images."""
+        d = self.data
+        return self.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std)
+
     def override(self, *overrides: str, **values: Any) -> Recipe:
         """A copy with ``"dotted.path=value"`` strings (or ``**{"dotted.path": value}``) applied."""
         return apply_overrides(apply_overrides(self, list(overrides)), values)
