@@ -143,9 +143,13 @@ def library_weights_file(source: str, name: str, tag: str | None) -> Path:
     import timm
     from huggingface_hub import try_to_load_from_cache
 
-    cfg = timm.models.get_pretrained_cfg(f"{name}.{tag}" if tag else name)
+    try:
+        cfg = timm.models.get_pretrained_cfg(f"{name}.{tag}" if tag else name)
+    except RuntimeError:  # timm's answer to a tag its architecture doesn't have
+        cfg = None
     if cfg is None:
-        raise CheckpointError(f"timm has no pretrained weights named {name}{'.' + tag if tag else ''}")
+        known = [n.partition(".")[2] for n in timm.list_pretrained(f"{name}.*")]
+        raise CheckpointError(f"timm has no pretrained weights named {name}{'.' + tag if tag else ''}; known: {known}")
     expected: list[Path] = []
     if cfg.file:
         expected.append(Path(cfg.file))
@@ -157,7 +161,9 @@ def library_weights_file(source: str, name: str, tag: str | None) -> Path:
         from huggingface_hub.constants import HF_HUB_CACHE
 
         repo_dir = "models--" + cfg.hf_hub_id.replace("/", "--")
-        expected.append(Path(HF_HUB_CACHE) / repo_dir / "snapshots/<revision>/model.safetensors")
+        # huggingface_hub resolves the revision "main" through refs/main; without that file it looks in
+        # snapshots/main, so this path works for a file put there by hand.
+        expected.append(Path(HF_HUB_CACHE) / repo_dir / "snapshots/main/model.safetensors")
     if cfg.url:
         expected.append(hub_dir / os.path.basename(cfg.url))
     for p in expected:

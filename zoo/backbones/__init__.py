@@ -14,10 +14,16 @@ from pathlib import Path
 import torch
 
 from zoo.backbones import lenet as _lenet  # noqa: F401  (registers the family)
+from zoo.backbones import alexnet as _alexnet  # noqa: F401
+from zoo.backbones import zfnet as _zfnet  # noqa: F401
+from zoo.backbones import vgg as _vgg  # noqa: F401
+from zoo.backbones import googlenet as _googlenet  # noqa: F401
+from zoo.backbones import resnet_classic as _resnet_classic  # noqa: F401
+from zoo.backbones import allconv as _allconv  # noqa: F401
 from zoo.backbones.base import Backbone, FeatureInfo
 from zoo.backbones.own import OWN_BACKBONES, register_backbone
 from zoo.backbones.timm_source import create_timm_features, timm_names
-from zoo.backbones.torchvision_source import create_torchvision_features, torchvision_names
+from zoo.backbones.torchvision_source import create_torchvision_features, reject_token_models, torchvision_names
 from zoo.errors import ZooError, UnknownNameError
 from zoo.weights import library_weights_file, load_state_dict_report, read_weights_file, strip_prefix
 
@@ -43,6 +49,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         if source not in SOURCES:
             raise UnknownNameError("backbone source", source, SOURCES)
         known = {"zoo": OWN_BACKBONES.names, "timm": timm_names, "torchvision": torchvision_names}[source]()
+        if source == "torchvision":
+            reject_token_models(bare)  # a pointer to timm says more than "unknown name"
         if bare not in known:
             raise UnknownNameError(f"{source} backbone", bare, known)
         return source, bare
@@ -50,6 +58,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         return "zoo", name
     if name in timm_names():
         return "timm", name
+    if name in torchvision_names():  # difflib would rank timm's look-alikes first
+        raise UnknownNameError("backbone", name, [f"torchvision/{name}"])
     raise UnknownNameError(
         "backbone", name, [*OWN_BACKBONES, *timm_names(), *(f"torchvision/{n}" for n in torchvision_names())]
     )

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import functools
+import logging
+from collections import defaultdict
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from zoo.backbones.base import FeatureInfo
-from zoo.errors import ZooError
+from zoo.errors import CheckpointError, ZooError
+from zoo.weights import read_weights_file
 
 __all__ = ["timm_names", "create_timm_features"]
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -42,8 +48,35 @@ def create_timm_features(
         body = timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
     except RuntimeError as e:  # strict load of a file with other keys
         raise ZooError(f"timm could not load {weights_file} into {name}: {str(e).splitlines()[0]}") from e
-    except Exception as e:  # some architectures have no features_only support
-        raise ZooError(f"timm model {name!r} cannot be built as a feature extractor: {e}") from e
+    except Exception as e:  # some architectures have no features_only support; checkpoint filters fail on alien files
+        with_file = f" with weights {weights_file}" if weights_file is not None else ""
+        raise ZooError(f"timm model {name!r} cannot be built as a feature extractor{with_file}: {e!r}") from e
+    if weights_file is not None:
+        _check_loaded(body, weights_file, name)
     fi = body.feature_info
     info = [FeatureInfo(c, r, m) for c, r, m in zip(fi.channels(), fi.reduction(), fi.module_name())]
     return body, info
+
+
+def _check_loaded(body: nn.Module, weights_file: Path, name: str) -> None:
+    """Fails if timm loaded nothing from ``weights_file``.
+
+    timm loads pretrained weights non-strictly when it builds a feature extractor (it drops the classifier), so a
+    file of another architecture, or one in another key layout, would leave the model silently at random
+    initialisation. Weight tensors of two or more dimensions start random, so one that equals a tensor of the
+    file was loaded from it.
+    """
+    state = read_weights_file(weights_file)
+    by_shape: dict[torch.Size, list[torch.Tensor]] = defaultdict(list)
+    for value in [*state.values(), *(v for d in state.values() if isinstance(d, dict) for v in d.values())]:
+        if torch.is_tensor(value):
+            by_shape[value.shape].append(value)
+    weights = [p for p in body.parameters() if p.ndim >= 2]
+    loaded = sum(any(torch.equal(p, t.to(p.dtype)) for t in by_shape.get(p.shape, ())) for p in weights)
+    if not loaded:
+        raise CheckpointError(
+            f"{weights_file}: timm loaded none of its tensors into {name} (file keys start {list(state)[:3]}); is "
+            f"it the weights of another architecture?"
+        )
+    log.info("loaded %s into timm %s: %d of %d weight tensors come from the file", weights_file, name, loaded,
+             len(weights))

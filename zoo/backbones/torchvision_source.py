@@ -18,7 +18,7 @@ from zoo.backbones.base import FeatureInfo
 from zoo.errors import ZooError
 from zoo.weights import load_state_dict_report
 
-__all__ = ["torchvision_names", "create_torchvision_features", "adapt_input_conv"]
+__all__ = ["torchvision_names", "reject_token_models", "create_torchvision_features", "adapt_input_conv"]
 
 # Top-level children from which on a torchvision classifier is head, not body.
 _HEAD_CHILDREN = {"avgpool", "classifier", "fc", "head", "heads", "dropout", "aux1", "aux2", "AuxLogits"}
@@ -31,6 +31,15 @@ def torchvision_names() -> list[str]:
     """Names of torchvision's classification models that work as backbones here."""
     names = torchvision.models.list_models(module=torchvision.models)
     return [n for n in names if not n.startswith(_UNSUPPORTED)]
+
+
+def reject_token_models(name: str) -> None:
+    """Raises a ZooError that points to timm if ``name`` is one of torchvision's token-sequence models."""
+    if name.startswith(_UNSUPPORTED) and name in torchvision.models.list_models(module=torchvision.models):
+        raise ZooError(
+            f"torchvision/{name} returns token sequences, not feature maps; use timm's version of the "
+            f"architecture (see `zoo backbones {name.split('_')[0]}`), which supports features_only"
+        )
 
 
 def _probe(model: nn.Module, body: list[str], size: int) -> list[tuple[str, int, int, int]]:
@@ -118,12 +127,12 @@ def create_torchvision_features(
     Returns:
         ``(body, feature_info)``: ``body(x)`` returns a dict of ``[N, C_i, H_i, W_i]`` maps in stride order.
     """
-    if name.startswith(_UNSUPPORTED):
-        raise ZooError(
-            f"torchvision/{name} returns token sequences, not feature maps; use timm's version of the "
-            f"architecture (see `zoo backbones {name.split('_')[0]}`), which supports features_only"
-        )
-    kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    reject_token_models(name)
+    kwargs = {}
+    if name in ("googlenet", "inception_v3"):
+        # Their published weights expect transform_input (torchvision's builder turns it on with weights); it
+        # is on whenever the input is RGB so that a checkpoint behaves the same however it was started.
+        kwargs = {"aux_logits": False, "init_weights": True, "transform_input": in_chans == 3}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     if state is not None:
         load_state_dict_report(model, state, what=what or f"weights into torchvision/{name}")
