@@ -1,4 +1,4 @@
-"""``zoo``: train, evaluate and predict from recipes and checkpoints; list backbones; check recipes."""
+"""``zoo``: train, evaluate and predict from recipes and checkpoints; list and summarise backbones; check recipes."""
 
 from __future__ import annotations
 
@@ -93,6 +93,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from zoo.summary import parse_input, summarize, write_json
+
+    summary = summarize(args.target, input_shape=parse_input(args.input) if args.input else None,
+                        num_classes=args.num_classes, backbone_only=args.backbone_only)
+    print(summary.table())
+    if args.json:
+        write_json(summary, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -125,6 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("zoo", "timm", "torchvision"))
     p.add_argument("--features", action="store_true", help="also build each and show channels and strides")
     p.set_defaults(fn=cmd_backbones)
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters, activation memory and FLOPs of a model",
+                       description="Summarise a backbone NAME or a CHECKPOINT layer by layer: output shape [C, H, W], "
+                                   "parameters, fp32 activation bytes per image, FLOPs, and totals with an estimate of "
+                                   "the training memory. A zoo family with a published classifier (alexnet, vgg16_d, "
+                                   "googlenet, resnet50_v1, ...) is summarised with it, so the totals are the "
+                                   "paper's; other names as the feature extractor.")
+    p.add_argument("target", metavar="NAME_OR_CHECKPOINT", help="e.g. vgg16_d, resnet18, runs/demo/best.ckpt")
+    p.add_argument("--input", metavar="CxHxW", help="input image size, e.g. 3x227x227 (default: the backbone's "
+                                                    "design input; a checkpoint's recipe image size)")
+    p.add_argument("--num-classes", type=int, help="classes of the paper's classifier (default: the paper's "
+                                                   "data set, 1000 for ImageNet nets, 10 for CIFAR nets)")
+    p.add_argument("--backbone-only", action="store_true", help="leave out the paper's classifier")
+    p.add_argument("--json", metavar="FILE", help="also write the table and totals as JSON")
+    p.set_defaults(fn=cmd_summary)
 
     p = sub.add_parser("check", help="validate a recipe and print every resolved field, without training",
                        description="Validate RECIPE with overrides (names, types, ranges, agreement between parts).")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["FeatureInfo", "Backbone"]
+__all__ = ["FeatureInfo", "Backbone", "TappedSequential"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,25 @@ class Backbone(nn.Module):
     def extra_repr(self) -> str:
         levels = ", ".join(f"{f.channels}@/{f.stride}" for f in self.feature_info)
         return f"name={self.name!r}, source={self.source}, in_chans={self.in_chans}, features=[{levels}]"
+
+
+class TappedSequential(nn.Module):
+    """A plain chain of named layers (``self.layers``) whose taps are listed in ``self.feature_info``.
+
+    Subclasses build ``self.layers`` (an ``nn.Sequential`` of named children) and ``self.feature_info`` with
+    ``module="layers.<child>"``, then call ``self._set_taps()``; ``forward`` returns the tapped maps in order.
+    """
+
+    layers: nn.Sequential
+    feature_info: list[FeatureInfo]
+
+    def _set_taps(self) -> None:
+        self._taps = {f.module.removeprefix("layers.") for f in self.feature_info}
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for name, layer in self.layers.named_children():
+            x = layer(x)
+            if name in self._taps:
+                feats.append(x)
+        return feats
