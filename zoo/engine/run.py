@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import move_data_to_device
 
@@ -72,9 +72,11 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
     kwargs["enable_progress_bar"] = sys.stderr.isatty()
-    if not kwargs["enable_progress_bar"] and out is not None:
-        kwargs["callbacks"] = [*callbacks, EpochLine()]
     kwargs.update(overrides)
+    if kwargs["enable_progress_bar"]:  # redraw as often as the loss is logged, not every step
+        kwargs["callbacks"] = [*kwargs["callbacks"], TQDMProgressBar(refresh_rate=t.log_every_n_steps)]
+    elif out is not None:
+        kwargs["callbacks"] = [*kwargs["callbacks"], EpochLine()]
     return L.Trainer(**kwargs)
 
 
