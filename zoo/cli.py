@@ -105,6 +105,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    from zoo.viz import visualize
+
+    paths = visualize(args.target, args.what, image=args.image, out=args.out, wanted=args.cls, unit=args.unit,
+                      layer=args.layer, top_k=args.top_k, split=args.split, pretrained=args.pretrained or False)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -152,6 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-only", action="store_true", help="leave out the paper's classifier")
     p.add_argument("--json", metavar="FILE", help="also write the table and totals as JSON")
     p.set_defaults(fn=cmd_summary)
+
+    p = sub.add_parser("viz", help="pictures: filters, activations, saliency, guided backprop, Grad-CAM, top-k",
+                       description="Write PNG pictures of what a model computes (docs/viz.md). CHECKPOINT_OR_NAME is "
+                                   "a zoo checkpoint (every picture) or a backbone name (filters and activations "
+                                   "only: a bare backbone has no head to explain and no data set to search).")
+    p.add_argument("target", metavar="CHECKPOINT_OR_NAME", help="e.g. runs/demo/best.ckpt, resnet20, lenet5")
+    p.add_argument("--what", default="all", choices=("filters", "activations", "saliency", "guided", "gradcam",
+                                                     "topk", "all"),
+                   help="filters: first-layer convolution kernels; activations: every layer's maps for one image; "
+                        "saliency: input-gradient saliency (Simonyan et al.); guided: guided backpropagation; "
+                        "gradcam: Grad-CAM over the image; topk: the data set images that most activate a unit; "
+                        "all: every picture the target allows (default)")
+    p.add_argument("--image", metavar="FILE", help="image for activations, saliency, guided and gradcam (default for "
+                                                   "a checkpoint: the first image of its test split; a backbone name "
+                                                   "needs one)")
+    p.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: viz/ next to the checkpoint, "
+                                                "runs/viz/NAME for a backbone name)")
+    p.add_argument("--class", dest="cls", metavar="C", help="class name or index explained by saliency, guided and "
+                                                            "gradcam (default: the predicted class)")
+    p.add_argument("--unit", type=int, default=0, metavar="U", help="channel of the feature level that topk ranks "
+                                                                    "images by (mean activation; default 0)")
+    p.add_argument("--layer", type=int, metavar="L", help="feature level (index into the backbone's feature maps, "
+                                                          "negative from the deepest) for gradcam (default: the "
+                                                          "deepest map larger than 1x1) and topk (default: -1)")
+    p.add_argument("--top-k", type=int, default=9, metavar="K", help="images shown by topk (default 9)")
+    p.add_argument("--split", default="val", choices=("val", "test"), help="split of the checkpoint's data set "
+                                                                           "that topk searches (default val)")
+    p.add_argument("--pretrained", nargs="?", const=True, metavar="WEIGHTS",
+                   help="for a backbone name: load weights, as model.backbone.pretrained takes them (no value: the "
+                        "library's default weights; a timm/torchvision tag; a local file). Default: untrained")
+    p.set_defaults(fn=cmd_viz)
 
     p = sub.add_parser("check", help="validate a recipe and print every resolved field, without training",
                        description="Validate RECIPE with overrides (names, types, ranges, agreement between parts).")
