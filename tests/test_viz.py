@@ -109,6 +109,13 @@ def test_topk_returns_the_most_activating_images_best_first(subject):
         images = torch.stack([im for _, _, im, _ in hits])
         again = subject.backbone(images)[1][:, 2].mean((1, 2))
     np.testing.assert_allclose(again.numpy(), scores, rtol=1e-4)
+    from zoo.engine.run import prepare_data
+
+    val = prepare_data(subject.recipe).val
+    for i, _, im, target in hits:  # the index is the image's place in the split
+        pixels, label = val.load(i)
+        assert label == target
+        torch.testing.assert_close(subject.transform(image=pixels)["image"].float(), im)
     rest = top_activating(subject, layer=1, unit=2, k=10_000, split="val")
     assert len(rest) == 180 and max(s for _, s, _, _ in rest[4:]) <= scores[-1]
 

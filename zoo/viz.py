@@ -291,16 +291,19 @@ def top_activating(subject: Subject, *, layer: int = -1, unit: int = 0, k: int =
     if not 0 <= unit < channels:
         raise ZooError(f"--unit {unit}: feature level {level} has {channels} channels, valid 0..{channels - 1}")
     loader = ZooDataModule(subject.recipe, prepare_data(subject.recipe)).split_loader(split)
-    scores, images, targets = [], [], []
+    # A running top-k, so that only k images are held whatever the split's size.
+    best_scores, best_index = torch.empty(0), torch.empty(0, dtype=torch.long)
+    best_images, best_targets, seen = torch.empty(0), [], 0
     with torch.no_grad():
         for x, y in loader:
-            scores.append(subject.backbone(x)[level][:, unit].mean((1, 2)))
-            images.append(x)
-            targets += list(y.tolist() if isinstance(y, torch.Tensor) else y)
-    all_scores = torch.cat(scores)
-    best = all_scores.topk(min(k, len(all_scores))).indices.tolist()
-    all_images = torch.cat(images)
-    return [(i, float(all_scores[i]), all_images[i], targets[i]) for i in best]
+            targets = y.tolist() if isinstance(y, torch.Tensor) else list(y)
+            scores = torch.cat([best_scores, subject.backbone(x)[level][:, unit].float().mean((1, 2))])
+            index = torch.cat([best_index, torch.arange(seen, seen + len(x))])
+            images, pool = torch.cat([best_images, x]) if len(best_images) else x, best_targets + targets
+            keep = scores.topk(min(k, len(scores))).indices
+            best_scores, best_index, best_images = scores[keep], index[keep], images[keep]
+            best_targets, seen = [pool[i] for i in keep.tolist()], seen + len(x)
+    return [(int(i), float(s), im, t) for i, s, im, t in zip(best_index, best_scores, best_images, best_targets)]
 
 
 # ---- the pictures ----
