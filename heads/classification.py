@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,7 +17,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from zoo.backbones.base import FeatureInfo
 from zoo.recipe.spec import Range, spec
-from zoo.task import Task
+from zoo.draw import BLACK, GREEN, RED, as_rgb, text_below, upscale
+from zoo.task import PredictOptions, Task
 
 __all__ = ["ClassifierHead", "Classifier", "CrossEntropy", "ClassificationMetrics", "CLASSIFICATION"]
 
@@ -103,16 +105,29 @@ class ClassificationMetrics(nn.Module):
         return [path]
 
 
-def predict_topk(outputs: torch.Tensor, classes: Sequence[str], top_k: int) -> list[dict]:
+def predict_topk(outputs: torch.Tensor, classes: Sequence[str], options: PredictOptions) -> list[dict]:
     """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first."""
     probs = outputs.float().softmax(dim=1)
-    p, idx = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    p, idx = probs.topk(min(options.top_k, probs.shape[1]), dim=1)
     return [{"top_k": [{"class": classes[i], "index": i, "prob": round(q, 6)} for q, i in zip(pr.tolist(), ix.tolist())]}
             for pr, ix in zip(p, idx)]
 
 
+def draw_class(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
+    """The image with the best class and its probability beneath (green when it matches ``target``, else red)."""
+    best = prediction["top_k"][0]
+    picture, _ = upscale(as_rgb(image))
+    lines, colors = [f"{best['class']} {best['prob']:.2f}"], [BLACK]
+    if target is not None:
+        truth = int(target)
+        colors = [GREEN if best["index"] == truth else RED]
+        lines.append(f"true: {classes[truth]}")
+        colors.append(BLACK)
+    return text_below(picture, lines, colors)
+
+
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max",
-                      make_metrics=ClassificationMetrics, predict=predict_topk)
+                      make_metrics=ClassificationMetrics, predict=predict_topk, draw=draw_class)
 
 
 @spec

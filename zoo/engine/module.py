@@ -28,8 +28,11 @@ class ZooModel(nn.Module):
         head = recipe.model.head
         self.head = head.build(self.backbone.feature_info, num_classes=head.num_classes or num_classes)
 
-    def forward(self, images: torch.Tensor) -> Any:
-        return self.head(self.backbone(images))
+    def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
+        features = self.backbone(images)
+        if getattr(self.head, "takes_targets", False):  # teacher-forced heads (captioning)
+            return self.head(features, targets)
+        return self.head(features)
 
 
 class ZooModule(L.LightningModule):
@@ -54,14 +57,20 @@ class ZooModule(L.LightningModule):
         self.test_metrics = self.task.make_metrics(self.classes)
         self.last_metrics: dict[str, float] = {}
 
-    def forward(self, images: torch.Tensor) -> Any:
-        return self.model(images)
+    def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
+        return self.model(images, targets)
 
     def _losses(self, batch: Any) -> tuple[Any, Any, dict[str, torch.Tensor]]:
         images, targets = batch
-        outputs = self(images)
+        outputs = self(images, targets)
         terms = self.criterion(outputs, targets)
         return outputs, targets, terms
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if hasattr(self.criterion, "set_progress"):  # loss warm-ups (a VAE's KL weight)
+            per_epoch = max(1, self.trainer.num_training_batches)
+            done = self.current_epoch + batch_idx / per_epoch
+            self.criterion.set_progress(min(1.0, done / max(1, self.trainer.max_epochs)))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         _, _, terms = self._losses(batch)

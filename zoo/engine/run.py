@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from PIL import Image
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import move_data_to_device
@@ -23,8 +26,10 @@ from zoo.engine.datamodule import ZooDataModule
 from zoo.engine.module import CHECKPOINT_KEY, ZooModule
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Recipe
+from zoo.task import PredictOptions
 
-__all__ = ["train", "evaluate", "predict", "load_module", "prepare_data"]
+__all__ = ["train", "evaluate", "predict", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
+           "save_prediction_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     metrics = dict(module.last_metrics)
     if out is not None:
         module.test_metrics.save_artifacts(Path(out))
+        save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
     return metrics
 
 
@@ -166,22 +172,83 @@ def _image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def to_uint8_images(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Normalised model inputs ``[N, C, H, W]`` back to ``uint8 [N, H, W, C]`` pictures."""
+    c = batch.shape[1]
+    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
+    sd = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
+    pixels = (batch.detach().float().cpu() * sd + m).clamp(0, 1) * 255
+    return pixels.round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def picture_grid(pictures: Sequence[np.ndarray], *, columns: int = 4, gap: int = 4) -> np.ndarray:
+    """Tiles ``uint8 [h, w, 3]`` pictures of any sizes into one white-separated grid."""
+    pictures = [np.repeat(p, 3, axis=2) if p.ndim == 3 and p.shape[2] == 1 else p for p in pictures]
+    h = max(p.shape[0] for p in pictures)
+    w = max(p.shape[1] for p in pictures)
+    rows = -(-len(pictures) // columns)
+    cols = min(columns, len(pictures))
+    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
+    for i, p in enumerate(pictures):
+        y, x = gap + (i // columns) * (h + gap), gap + (i % columns) * (w + gap)
+        grid[y:y + p.shape[0], x:x + p.shape[1]] = p
+    return grid
+
+
 @torch.no_grad()
-def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, top_k: int = 5,
-            batch_size: int = 32) -> list[dict[str, Any]]:
-    """Predictions for image files or folders: one ``{"image": path, **task prediction}`` per image."""
+def save_prediction_grid(module: ZooModule, loader: Any, path: Path, *, count: int = 16) -> Path | None:
+    """The first ``count`` images of ``loader`` with their predictions and truth, drawn by the task."""
+    task, recipe = module.task, module.recipe
+    if task.draw is None:
+        return None
+    images, targets = next(iter(loader))
+    images, targets = images[:count], targets[:count]
+    outputs = move_data_to_device(module(images.to(module.device)), "cpu")
+    size = tuple(images.shape[-2:])
+    options = PredictOptions(input_size=size, resize=recipe.aug.resize)
+    predictions = task.predict(outputs, module.classes, options)
+    pictures = to_uint8_images(images, recipe.data.mean, recipe.data.std)
+    drawn = [task.draw(pic, pred, target, module.classes)
+             for pic, pred, target in zip(pictures, predictions, targets)]
+    Image.fromarray(picture_grid(drawn)).save(path)
+    return path
+
+
+@torch.no_grad()
+def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, options: PredictOptions | None = None,
+            batch_size: int = 32, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Predictions for image files or folders: one ``{"image": path, **task prediction}`` per image.
+
+    With ``out``, writes ``predictions.json``, the task's own formats, and each image with its prediction drawn
+    (``out/images/``).
+    """
     module = load_module(checkpoint)
-    recipe = module.recipe
+    recipe, task = module.recipe, module.task
     transform = recipe.transform(train=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     files = _image_files(inputs)
+    base = options or PredictOptions()
+    size = recipe.data.image_size
     results: list[dict[str, Any]] = []
+    drawn_dir = Path(out) / "images" if out is not None and task.draw is not None else None
+    if drawn_dir is not None:
+        drawn_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(files), batch_size):
         chunk = files[start:start + batch_size]
-        batch = torch.stack([transform(image=load_image(f, channels=recipe.data.channels))["image"] for f in chunk])
-        outputs = module(batch.to(device))
-        outputs = move_data_to_device(outputs, "cpu")
-        for f, pred in zip(chunk, recipe.task.predict(outputs, module.classes, top_k)):
+        originals = [load_image(f, channels=recipe.data.channels) for f in chunk]
+        batch = torch.stack([transform(image=image)["image"] for image in originals])
+        outputs = move_data_to_device(module(batch.to(device)), "cpu")
+        options = dataclasses.replace(base, input_size=(size, size), resize=recipe.aug.resize,
+                                      image_sizes=[image.shape[:2] for image in originals])
+        for f, image, pred in zip(chunk, originals, task.predict(outputs, module.classes, options)):
             results.append({"image": str(f), **pred})
+            if drawn_dir is not None:
+                picture = task.draw(image, pred, None, module.classes)
+                Image.fromarray(picture).save(drawn_dir / f"{len(results) - 1:05d}_{f.stem}.png")
+    if out is not None:
+        out = Path(out)
+        (out / "predictions.json").write_text(json.dumps(results, indent=1))
+        if task.save_predictions is not None:
+            task.save_predictions(results, module.classes, out)
     return results

@@ -14,7 +14,7 @@ from zoo.backbones import Backbone, create_backbone, resolve_backbone
 from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 
-__all__ = ["BackboneSpec", "ModelSpec", "Optim", "Schedule", "Trainer", "Augment"]
+__all__ = ["BackboneSpec", "ModelSpec", "Optim", "Schedule", "Trainer", "Augment", "SamplePipeline"]
 
 
 @spec
@@ -109,24 +109,61 @@ class Trainer:
     log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
 
 
+class SamplePipeline:
+    """One sample's way through the augmentation: shared transforms, input-only transforms, then normalisation.
+
+    Called like an albumentations ``Compose`` (``pipeline(image=..., bboxes=..., mask=...)``) and returning its dict,
+    with ``"image"`` the normalised ``[C, H, W]`` float tensor the model sees. Boxes and masks follow the shared
+    (geometric) transforms only. When input-only transforms exist (noise for a denoising autoencoder), the dict also
+    holds ``"target_image"``: the normalised image before them.
+    """
+
+    def __init__(self, shared: Any, input_only: Any | None, finish: Any) -> None:
+        self.shared, self.input_only, self.finish = shared, input_only, finish
+
+    def __call__(self, **data: Any) -> dict:
+        out = self.shared(**data)
+        image = out["image"]
+        if self.input_only is not None:
+            out["target_image"] = self.finish(image=image)["image"]
+            image = self.input_only(image=image)["image"]
+        out["image"] = self.finish(image=image)["image"]
+        return out
+
+
 @spec
 class Augment:
     train: tuple[Any, ...] = ()  # albumentations transforms for training images, applied after resizing
     eval: tuple[Any, ...] = ()  # albumentations transforms for val/test/predict images (usually none)
+    input_only: tuple[Any, ...] = ()  # training transforms applied to the model input but not to an image target
+    input_only_eval: tuple[Any, ...] = ()  # the same for val/test/predict (e.g. noise for a denoising benchmark)
+    resize: Literal["stretch", "letterbox"] = "stretch"  # stretch to a square, or keep aspect ratio and pad
 
     def __post_init__(self) -> None:
         import albumentations as A
 
-        for split in ("train", "eval"):
+        for split in ("train", "eval", "input_only", "input_only_eval"):
             for i, t in enumerate(getattr(self, split)):
                 if not isinstance(t, A.BasicTransform | A.BaseCompose):
                     raise RecipeError(f"aug.{split}[{i}]", f"expected an albumentations transform, got {t!r}")
 
-    def compose(self, *, train: bool, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-        """The whole pipeline: resize to ``size``, these transforms, normalise, to a ``[C, H, W]`` tensor."""
+    def compose(self, *, train: bool, size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                **compose_kwargs: Any) -> SamplePipeline:
+        """The whole pipeline: fit to ``size`` x ``size``, these transforms, normalise, to a ``[C, H, W]`` tensor.
+
+        ``compose_kwargs`` (a task's ``bbox_params``) go to the shared ``A.Compose``, so boxes follow the image.
+        """
         import albumentations as A
+        import cv2
         from albumentations.pytorch import ToTensorV2
 
-        steps = [A.Resize(size, size), *(self.train if train else self.eval), A.Normalize(mean=mean, std=std),
-                 ToTensorV2()]
-        return A.Compose(steps, strict=True)
+        if self.resize == "letterbox":
+            fit = [A.LongestMaxSize(max_size=size), A.PadIfNeeded(size, size, position="center",
+                                                                  border_mode=cv2.BORDER_CONSTANT, fill=0)]
+        else:
+            fit = [A.Resize(size, size)]
+        shared = A.Compose([*fit, *(self.train if train else self.eval)], strict=True, **compose_kwargs)
+        extra = self.input_only if train else self.input_only_eval
+        input_only = A.Compose(list(extra), strict=True) if extra else None
+        finish = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()], strict=True)
+        return SamplePipeline(shared, input_only, finish)

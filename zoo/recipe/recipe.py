@@ -43,7 +43,7 @@ class Recipe:
             raise RecipeError("loss", f"{type(loss).__name__} is a {loss_task} loss but model.head "
                                       f"{type(head).__name__} is a {task.name} head")
         targets = getattr(data, "targets", ())
-        if task.target not in targets:
+        if task.target != "image" and task.target not in targets:  # every adapter yields images
             raise RecipeError("data", f"{type(data).__name__} yields {list(targets)} targets; the {task.name} "
                                       f"head needs {task.target!r}")
         if self.model.backbone.in_chans != data.channels:
@@ -57,7 +57,8 @@ class Recipe:
     def transform(self, *, train: bool) -> Any:
         """The albumentations pipeline for training (``train=True``) or val/test/predict images."""
         d = self.data
-        return self.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std)
+        extra = self.task.compose_kwargs() if self.task.compose_kwargs else {}
+        return self.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std, **extra)
 
     def override(self, *overrides: str, **values: Any) -> Recipe:
         """A copy with ``"dotted.path=value"`` strings (or ``**{"dotted.path": value}``) applied."""
