@@ -37,9 +37,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.engine import evaluate
 
-    out = Path(args.json).parent if args.json else None
-    metrics = evaluate(args.checkpoint, split=args.split, out=out)
-    print(f"{args.split} metrics of {args.checkpoint}:")
+    if args.gt or args.dt:  # a COCO ground truth against a COCO results file, no model involved
+        from zoo.detection_eval import coco_evaluate_files
+
+        if args.checkpoint:
+            raise ZooError("zoo eval takes a CHECKPOINT or --gt GT.json --dt DT.json, not both")
+        if not (args.gt and args.dt):
+            raise ZooError("zoo eval --gt GT.json needs --dt DT.json too (and --dt needs --gt)")
+        metrics = coco_evaluate_files(args.gt, args.dt, backend=args.backend).metrics
+        print(f"COCO box metrics of {args.dt} against {args.gt}:")
+    elif not args.checkpoint:
+        raise ZooError("zoo eval needs a CHECKPOINT or --gt GT.json --dt DT.json (see zoo eval --help)")
+    else:
+        out = Path(args.json).parent if args.json else None
+        metrics = evaluate(args.checkpoint, split=args.split, out=out)
+        print(f"{args.split} metrics of {args.checkpoint}:")
     _print_metrics(metrics)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -125,10 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<recipe name>)")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="metrics of a checkpoint on a split of its recipe's data",
-                       description="Evaluate CHECKPOINT; the recipe inside it says which data.")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("eval", help="metrics of a checkpoint on a split of its recipe's data, or of COCO detections",
+                       description="Evaluate CHECKPOINT; the recipe inside it says which data. Or, with --gt and --dt "
+                                   "instead of a checkpoint, evaluate any COCO results file against any COCO "
+                                   "ground truth (box mAP@[.5:.95] as map, map50, map75, per-area and per-class AP, "
+                                   "computed by pycocotools).")
+    p.add_argument("checkpoint", nargs="?", help="a zoo checkpoint (leave out with --gt/--dt)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--gt", metavar="GT.json", help="COCO ground-truth file (images, categories, annotations)")
+    p.add_argument("--dt", metavar="DT.json", help="COCO results file: a JSON list of {image_id, category_id, "
+                                                   "bbox [x, y, w, h], score}")
+    p.add_argument("--backend", default="pycocotools", choices=("pycocotools", "faster_coco_eval"),
+                   help="with --gt/--dt: the COCO evaluator (same numbers; faster_coco_eval is faster, "
+                        "pip install 'zoo[fast]')")
     p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
     p.set_defaults(fn=cmd_eval)
 
