@@ -13,34 +13,13 @@ import pytest
 
 from zoo.cli import main
 from zoo.data.coco import CocoFormatError
-from zoo.detection_eval import coco_evaluate, plot_pr_curves, to_coco_gt, to_coco_results
+from zoo.detection_eval import coco_evaluate, plot_pr_curves, synthetic_coco_pair, to_coco_gt, to_coco_results
 
 CLASSES = ("circle", "square", "triangle")
 
 
 def generated_pair(seed: int, num_images: int = 40) -> tuple[dict, list[dict]]:
-    """A ground truth of random boxes (all sizes, some background images) and noisy, partly wrong detections."""
-    rng = np.random.default_rng(seed)
-    images, gt_boxes, gt_labels, dt_boxes, dt_scores, dt_labels = [], [], [], [], [], []
-    for image_id in range(1, num_images + 1):
-        k = int(rng.integers(0, 6))
-        xy, wh = rng.uniform(0, 250, (k, 2)), rng.uniform(4, 150, (k, 2))
-        boxes, labels = np.concatenate([xy, xy + wh], axis=1), rng.integers(0, len(CLASSES), k)
-        images.append((image_id, 400, 400))
-        gt_boxes.append(boxes)
-        gt_labels.append(labels)
-        keep = rng.random(k) < 0.8  # missed objects, jittered boxes, a few wrong classes, and false positives
-        extra = int(rng.integers(0, 4))
-        fp_xy = rng.uniform(0, 300, (extra, 2))
-        dt_boxes.append(np.concatenate([boxes[keep] + rng.normal(0, 4, (keep.sum(), 4)),
-                                        np.concatenate([fp_xy, fp_xy + rng.uniform(5, 80, (extra, 2))], axis=1)]))
-        flip = rng.random(keep.sum()) < 0.1
-        dt_labels.append(np.concatenate([np.where(flip, (labels[keep] + 1) % 3, labels[keep]),
-                                         rng.integers(0, 3, extra)]))
-        dt_scores.append(rng.uniform(0, 1, len(dt_boxes[-1])))
-    gt = to_coco_gt(images=images, boxes=gt_boxes, labels=gt_labels, classes=CLASSES)
-    dt = to_coco_results(image_ids=[i for i, _, _ in images], boxes=dt_boxes, scores=dt_scores, labels=dt_labels)
-    return gt, dt
+    return synthetic_coco_pair(num_images, classes=CLASSES, seed=seed)
 
 
 def direct_cocoeval(gt: dict, dt: list[dict], tmp_path) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +76,9 @@ def test_annotation_id_zero_is_evaluated_correctly(tmp_path):
     dt = to_coco_results(image_ids=[1], boxes=[np.float32([[10, 10, 50, 50], [60, 60, 90, 95]])],
                          scores=[np.float32([0.9, 0.8])], labels=[np.int64([0, 1])])
     gt["annotations"][0]["id"] = 0
+    before = json.dumps(gt)
     assert coco_evaluate(gt, dt).metrics["map"] == pytest.approx(1.0)  # perfect detections
+    assert json.dumps(gt) == before  # the caller's dict is left as it was
     assert direct_cocoeval(gt, dt, tmp_path)[0][0] < 0.9  # plain pycocotools counts the match with id 0 as a miss
 
 

@@ -20,7 +20,6 @@ orientation is applied — the convention of the COCO tools, and what :func:`zoo
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import os
@@ -124,9 +123,12 @@ def prepare_coco_dict(data: Any, *, source: str) -> dict:
     """
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CocoFormatError(f"{source}: not a COCO file (expected an object with an 'images' list)")
-    data = copy.deepcopy(data)
-    data.setdefault("annotations", [])
-    data.setdefault("categories", [])
+    # Copies of the containers and of each annotation (the only dicts changed here or by COCOeval, which adds keys
+    # to annotations); segmentations and images are shared with the input, read-only.
+    data = {**data, "images": list(data["images"]), "annotations": [dict(a) for a in data.get("annotations") or []],
+            "categories": list(data.get("categories") or [])}
+    if not all(isinstance(c, dict) and "id" in c for c in data["categories"]):
+        raise CocoFormatError(f"{source}: every entry of 'categories' needs an 'id'")
     images = {}
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image:
@@ -136,9 +138,11 @@ def prepare_coco_dict(data: Any, *, source: str) -> dict:
         images[image["id"]] = image
     category_ids = {c["id"] for c in data["categories"]}
     anns = data["annotations"]
-    ids = [a.get("id") for a in anns]
+    ids = [a.get("id") if isinstance(a, dict) else None for a in anns]
     renumber = any(not isinstance(i, int) or i <= 0 for i in ids) or len(set(ids)) != len(ids)
     for n, ann in enumerate(anns):
+        if not isinstance(ann, dict):
+            raise CocoFormatError(f"{source}: annotations[{n}] is not an object: {ann!r}")
         name = f"annotation id {ann.get('id', '(none)')} (annotations[{n}])"
         if ann.get("image_id") not in images:
             raise CocoFormatError(f"{source}: {name} refers to image id {ann.get('image_id')!r}, which is not in "
