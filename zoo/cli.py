@@ -74,6 +74,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from zoo.engine import interpolate, sample
+
+    if args.interpolate:
+        path = interpolate(args.checkpoint, *args.interpolate, steps=args.steps, out=args.out)
+    else:
+        path = sample(args.checkpoint, n=args.n, out=args.out, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_backbones(args: argparse.Namespace) -> int:
     from zoo.backbones import create_backbone, list_backbones
 
@@ -164,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou-threshold", type=float, default=0.45, help="detection: NMS IoU threshold (default 0.45)")
     p.add_argument("--max-detections", type=int, default=100, help="detection: most boxes per image (default 100)")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("sample", help="draw images from a generative checkpoint (VAE): prior samples or an "
+                                      "interpolation", description="Decode --n latent codes drawn from the prior of "
+                       "CHECKPOINT's head (a VAE) into one grid PNG; or, with --interpolate, decode --steps codes on "
+                       "the line between two images' codes (picture: first | steps | second).")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=64, help="samples to draw (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the prior draws: same seed, same picture (default 0)")
+    p.add_argument("--interpolate", nargs=2, metavar=("IMAGE1", "IMAGE2"), help="interpolate between two images")
+    p.add_argument("--steps", type=int, default=8, help="--interpolate: decoded points, ends included (default 8)")
+    p.set_defaults(fn=cmd_sample)
 
     p = sub.add_parser("backbones", help="list registered backbones",
                        description="List backbone names and their source (zoo > timm > torchvision/).")

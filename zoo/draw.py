@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["as_rgb", "upscale", "text_below", "GREEN", "RED", "BLACK"]
+__all__ = ["as_rgb", "upscale", "text_below", "palette", "overlay_mask", "draw_boxes", "GREEN", "RED", "BLACK"]
 
 GREEN, RED, BLACK = (0, 140, 0), (200, 0, 0), (0, 0, 0)
 _LINE_HEIGHT = 12
@@ -50,4 +50,70 @@ def text_below(image: np.ndarray, lines: Sequence[str], colors: Sequence[tuple[i
     pen = ImageDraw.Draw(canvas)
     for i, (text, color) in enumerate(wrapped):
         pen.text((2, image.shape[0] + 2 + i * _LINE_HEIGHT), text, fill=color, font=font)
+    return np.asarray(canvas)
+
+
+def palette(n: int) -> np.ndarray:
+    """``uint8 [n, 3]`` distinct colours for class indices; index 0 (background) is black.
+
+    The first colours are hand-picked for contrast; the rest come from the PASCAL VOC bit-interleaving scheme.
+    """
+    fixed = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+             (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (0, 128, 128)]
+    colours = fixed[:n]
+    for i in range(len(colours), n):
+        c, r, g, b = i, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        colours.append((r, g, b))
+    return np.array(colours, np.uint8).reshape(n, 3)
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, *, alpha: float = 0.55,
+                 skip: Sequence[int] = (0,), ignore_colour: tuple[int, int, int] = (255, 255, 255),
+                 ignore_index: int | None = None) -> np.ndarray:
+    """``image`` (uint8, any channels) in grey with each pixel of ``mask`` (class indices ``[H, W]``) tinted by its
+    colour (grey first, so the tint is not confused with the image's own colours).
+
+    Classes in ``skip`` (background) are left untinted; ``ignore_index`` pixels are tinted ``ignore_colour``.
+    """
+    picture = as_rgb(image).astype(np.float32).mean(axis=2, keepdims=True).repeat(3, axis=2)
+    mask = np.asarray(mask)
+    tint = np.zeros_like(picture)
+    strength = np.zeros(mask.shape, np.float32)
+    valid = mask < len(colours)
+    tint[valid] = colours[mask[valid]]
+    strength[valid] = alpha
+    strength[np.isin(mask, list(skip))] = 0.0
+    if ignore_index is not None:
+        tint[mask == ignore_index] = ignore_colour
+        strength[mask == ignore_index] = alpha
+    picture = picture * (1 - strength[..., None]) + tint * strength[..., None]
+    return picture.round().clip(0, 255).astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str],
+               colors: tuple[int, int, int] | Sequence[int | tuple[int, int, int]], *, width: int = 2) -> np.ndarray:
+    """``image`` (RGB uint8) with xyxy pixel ``boxes [M, 4]`` outlined and each labelled above its top-left corner.
+
+    ``colors`` is one RGB colour for all boxes, or one per box (an RGB tuple, or a class index: the
+    colour :func:`palette` gives class ``index + 1``).
+    """
+    canvas = Image.fromarray(as_rgb(image))
+    pen = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    single = isinstance(colors, tuple) and len(colors) == 3 and all(isinstance(c, int) for c in colors)
+    for i, (box, text) in enumerate(zip(np.asarray(boxes, np.float32).reshape(-1, 4), labels)):
+        color = colors if single else colors[i]
+        color = tuple(int(v) for v in (palette(color + 2)[color + 1] if isinstance(color, int) else color))
+        x1, y1, x2, y2 = (float(v) for v in box)
+        pen.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=width)
+        if text:
+            left, top, right, bottom = pen.textbbox((x1, y1), text, font=font)
+            y = y1 - (bottom - top) - 2 if y1 >= bottom - top + 2 else y1
+            pen.rectangle([x1, y, x1 + right - left + 2, y + bottom - top + 2], fill=color)
+            pen.text((x1 + 1, y), text, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)

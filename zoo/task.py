@@ -103,7 +103,10 @@ class HeadSpec(Protocol):
     """A head description; ``build`` reads channels from the backbone's ``feature_info``.
 
     The built head maps the backbone's feature list to outputs. A head whose module has ``takes_targets = True``
-    (teacher forcing) is called as ``head(features, targets)``, with ``targets=None`` at prediction time.
+    (teacher forcing) is called as ``head(features, targets)``, with ``targets=None`` at prediction time; one with
+    ``takes_images = True`` (autoencoders) as ``head(features, images)``. A spec with a ``with_data(data)`` method
+    is first completed from the recipe's data adapter spec (an image decoder takes its size, channels and
+    normalisation from it) and the spec it returns is built.
     """
 
     task: ClassVar[Task]

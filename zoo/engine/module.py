@@ -26,12 +26,16 @@ class ZooModel(nn.Module):
         super().__init__()
         self.backbone = recipe.model.backbone.build()
         head = recipe.model.head
+        if hasattr(head, "with_data"):  # image decoders take the data's size, channels and normalisation
+            head = head.with_data(recipe.data)
         self.head = head.build(self.backbone.feature_info, num_classes=head.num_classes or num_classes)
 
     def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
         features = self.backbone(images)
         if getattr(self.head, "takes_targets", False):  # teacher-forced heads (captioning)
             return self.head(features, targets)
+        if getattr(self.head, "takes_images", False):  # autoencoders measure reconstructions against the input
+            return self.head(features, images)
         return self.head(features)
 
 

@@ -28,7 +28,8 @@ from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Recipe
 from zoo.task import PredictOptions
 
-__all__ = ["train", "evaluate", "predict", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
+__all__ = ["train", "evaluate", "predict", "sample", "interpolate", "load_module", "prepare_data", "picture_grid",
+           "to_uint8_images",
            "save_prediction_grid"]
 
 log = logging.getLogger(__name__)
@@ -252,3 +253,62 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, options: Pr
         if task.save_predictions is not None:
             task.save_predictions(results, module.classes, out)
     return results
+
+
+def _generative_head(module: ZooModule, checkpoint: str | Path, *methods: str) -> Any:
+    head = module.model.head
+    missing = [m for m in methods if not callable(getattr(head, m, None))]
+    if missing:
+        raise ZooError(f"{checkpoint}: its {module.task.name} head {type(head).__name__} has no {'/'.join(missing)} "
+                       f"method; this needs a generative head with a latent space, such as heads.Vae")
+    return head
+
+
+def _pixels_to_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """``[N, C, H, W]`` in [0, 1] → ``uint8 [H, W, C]`` pictures."""
+    return list((images.detach().float().cpu().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+@torch.no_grad()
+def sample(checkpoint: str | Path, *, n: int = 64, out: str | Path, seed: int = 0) -> Path:
+    """Draws ``n`` images from a generative head's prior (``head.sample(n, generator) -> [n, C, H, W]`` in [0, 1])
+    into one grid PNG at ``out``; the same ``seed`` gives the same picture."""
+    if n < 1:
+        raise ZooError(f"--n must be at least 1, got {n}")
+    module = load_module(checkpoint)
+    head = _generative_head(module, checkpoint, "sample")
+    module.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    images = head.sample(n, torch.Generator().manual_seed(seed))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture_grid(_pixels_to_uint8(images), columns=int(np.ceil(np.sqrt(n))), gap=2)).save(out)
+    return out
+
+
+@torch.no_grad()
+def interpolate(checkpoint: str | Path, first: str | Path, second: str | Path, *, steps: int = 8,
+                out: str | Path) -> Path:
+    """A picture of the straight line between two images' latent codes: ``first | decoded steps | second``.
+
+    Needs a head with ``encode(features) -> codes [N, D]`` and ``decode(codes) -> images [N, C, H, W]`` in [0, 1].
+    """
+    if steps < 2:
+        raise ZooError(f"--steps must be at least 2, got {steps}")
+    module = load_module(checkpoint)
+    head = _generative_head(module, checkpoint, "encode", "decode")
+    recipe = module.recipe
+    transform = recipe.transform(train=False)
+    files = [Path(first), Path(second)]
+    for f in files:
+        if not f.is_file():
+            raise ZooError(f"{f}: no such image file (--interpolate takes two image files)")
+    batch = torch.stack([transform(image=load_image(f, channels=recipe.data.channels))["image"] for f in files])
+    codes = head.encode(module.model.backbone(batch))  # [2, D]
+    t = torch.linspace(0, 1, steps)[:, None]
+    images = head.decode(codes[0] * (1 - t) + codes[1] * t)  # [steps, C, H, W]
+    ends = to_uint8_images(batch, recipe.data.mean, recipe.data.std)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    row = [ends[0], *_pixels_to_uint8(images), ends[1]]
+    Image.fromarray(picture_grid(row, columns=len(row), gap=2)).save(out)
+    return out

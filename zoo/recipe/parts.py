@@ -115,7 +115,8 @@ class SamplePipeline:
     Called like an albumentations ``Compose`` (``pipeline(image=..., bboxes=..., mask=...)``) and returning its dict,
     with ``"image"`` the normalised ``[C, H, W]`` float tensor the model sees. Boxes and masks follow the shared
     (geometric) transforms only. When input-only transforms exist (noise for a denoising autoencoder), the dict also
-    holds ``"target_image"``: the normalised image before them.
+    holds ``"target_image"``: the normalised image before them. ``"pixels"`` is always that image unnormalised
+    (the shared transforms' output, usually ``uint8 [H, W, C]``), for tasks whose target is the image in pixel units.
     """
 
     def __init__(self, shared: Any, input_only: Any | None, finish: Any) -> None:
@@ -123,7 +124,7 @@ class SamplePipeline:
 
     def __call__(self, **data: Any) -> dict:
         out = self.shared(**data)
-        image = out["image"]
+        image = out["pixels"] = out["image"]
         if self.input_only is not None:
             out["target_image"] = self.finish(image=image)["image"]
             image = self.input_only(image=image)["image"]

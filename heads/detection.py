@@ -1,0 +1,360 @@
+"""Object detection, the shared part: decoding + NMS, COCO metrics, prediction, drawing, and the YOLO v1 grid head.
+
+Every detection head returns a dict holding at least::
+
+    "boxes":  [N, A, 4] float, xyxy in absolute pixels of the model input, one box per anchor/predictor
+    "scores": [N, A, C] float in [0, 1], per-class scores of each box
+
+so one decoder (:func:`decode_detections`), one metric (:class:`DetectionMetrics`) and one ``Task``
+(:data:`DETECTION`) serve them all; the head's own raw outputs (for its loss) ride along in the same dict.
+Targets (``zoo.data.detection``): per image ``{"boxes": float32 [K, 4] xyxy model-input pixels, "labels": int64 [K],
+"image_id": int, "orig_size": (H, W)}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, box_convert
+
+from zoo.backbones.base import FeatureInfo
+from zoo.data import detection as detection_data
+from zoo.draw import GREEN, as_rgb, draw_boxes, upscale
+from zoo.recipe.spec import Range, spec
+from zoo.task import PredictOptions, Task
+
+__all__ = ["Detections", "decode_detections", "boxes_to_original", "DetectionMetrics", "predict_detections",
+           "draw_detections", "save_coco_detections", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
+           "YoloV1Criterion", "yolo_v1_targets", "paired_box_iou"]
+
+EVAL_OPTIONS = PredictOptions(score_threshold=0.001, iou_threshold=0.6, max_detections=100)  # COCO-style eval
+_PRE_NMS_TOP_K = 1000  # candidates per image kept before NMS (keeps NMS cheap on untrained models)
+
+
+@dataclass
+class Detections:
+    """One image's detections: ``boxes [M, 4]`` xyxy, ``scores [M]``, ``labels [M]`` int64, best first."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+
+
+def decode_detections(outputs: dict[str, torch.Tensor], options: PredictOptions) -> list[Detections]:
+    """Head outputs → per-image detections after score threshold and class-wise NMS (``batched_nms``).
+
+    Every (box, class) pair above ``options.score_threshold`` is a candidate (a box may be kept for two classes);
+    the best ``_PRE_NMS_TOP_K`` go through NMS at ``options.iou_threshold``; ``options.max_detections`` remain.
+    """
+    boxes_all, scores_all = outputs["boxes"].detach().float(), outputs["scores"].detach().float()
+    num_classes = scores_all.shape[-1]
+    result = []
+    for boxes, scores in zip(boxes_all, scores_all):  # [A, 4], [A, C]
+        flat = scores.flatten()
+        keep = (flat > options.score_threshold).nonzero().squeeze(1)
+        if keep.numel() > _PRE_NMS_TOP_K:
+            keep = keep[flat[keep].topk(_PRE_NMS_TOP_K).indices]
+        box_index, labels = keep // num_classes, keep % num_classes
+        picked_boxes, picked_scores = boxes[box_index], flat[keep]
+        kept = batched_nms(picked_boxes, picked_scores, labels, options.iou_threshold)[:options.max_detections]
+        result.append(Detections(picked_boxes[kept], picked_scores[kept], labels[kept]))
+    return result
+
+
+def boxes_to_original(boxes: torch.Tensor, *, input_size: tuple[int, int], image_size: tuple[int, int],
+                      resize: str) -> torch.Tensor:
+    """Boxes ``[M, 4]`` xyxy in model-input pixels → pixels of the original ``image_size`` (H, W), clipped.
+
+    Undoes ``Augment.resize``: "stretch" scales each axis; "letterbox" removes the centred padding of
+    ``PadIfNeeded`` and the single scale of ``LongestMaxSize``.
+    """
+    (in_h, in_w), (h, w) = input_size, image_size
+    boxes = boxes.clone().float()
+    if resize == "letterbox":
+        scale = min(in_h, in_w) / max(h, w)
+        fitted_h, fitted_w = round(h * scale), round(w * scale)
+        pad_top, pad_left = (in_h - fitted_h) // 2, (in_w - fitted_w) // 2
+        boxes[:, 0::2] = (boxes[:, 0::2] - pad_left) * (w / fitted_w)
+        boxes[:, 1::2] = (boxes[:, 1::2] - pad_top) * (h / fitted_h)
+    else:
+        boxes[:, 0::2] *= w / in_w
+        boxes[:, 1::2] *= h / in_h
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    return boxes
+
+
+class DetectionMetrics(nn.Module):
+    """COCO mAP@[.5:.95] (``map``), mAP@.5 (``map50``) and per-class AP (``ap/<class>``) over a whole split.
+
+    Ground truth and decoded detections (score ≥ 0.001, NMS 0.6, 100 per image) are gathered in model-input
+    pixels; ``compute`` hands them to ``zoo.detection_eval.coco_evaluate`` (pycocotools). No detections at all
+    give AP 0.
+    """
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        super().__init__()
+        self.classes = list(classes)
+        self.reset()
+        self._last: Any = None
+
+    def reset(self) -> None:
+        self._truth: list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = []  # boxes, labels, input (H, W)
+        self._found: list[Detections] = []
+
+    def update(self, outputs: dict[str, torch.Tensor], targets: Sequence[dict]) -> None:
+        for t, d in zip(targets, decode_detections(outputs, EVAL_OPTIONS)):
+            size = tuple(t.get("size", (0, 0)))  # the model input (H, W): informational for box AP
+            self._truth.append((t["boxes"].detach().cpu(), t["labels"].detach().cpu(), size))
+            self._found.append(Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()))
+
+    def compute(self) -> dict[str, float]:
+        from zoo.detection_eval import coco_evaluate, to_coco_gt, to_coco_results
+
+        ids = range(1, len(self._truth) + 1)  # our own ids: a split's source ids need not be unique
+        gt = to_coco_gt(images=[(i, h, w) for i, (_, _, (h, w)) in zip(ids, self._truth)],
+                        boxes=[b for b, _, _ in self._truth], labels=[lab for _, lab, _ in self._truth],
+                        classes=self.classes)
+        dt = to_coco_results(image_ids=ids, boxes=[d.boxes for d in self._found],
+                             scores=[d.scores for d in self._found], labels=[d.labels for d in self._found])
+        self._last = coco_evaluate(gt, dt)
+        return dict(self._last.metrics)
+
+    def save_artifacts(self, out_dir: Path) -> list[Path]:
+        if self._last is None:
+            return []
+        from zoo.detection_eval import plot_pr_curves
+
+        return [plot_pr_curves(self._last, self.classes, Path(out_dir) / "pr_curves.png")]
+
+
+def predict_detections(outputs: dict[str, torch.Tensor], classes: Sequence[str],
+                       options: PredictOptions) -> list[dict]:
+    """Per image ``{"detections": [{"class", "index", "score", "box": [x1, y1, x2, y2]}, ...]}``, best first.
+
+    Boxes are in original-image pixels when ``options.image_sizes`` is given, else in model-input pixels.
+    """
+    results = []
+    for i, d in enumerate(decode_detections(outputs, options)):
+        boxes = d.boxes
+        if options.image_sizes is not None:
+            boxes = boxes_to_original(boxes, input_size=options.input_size, image_size=options.image_sizes[i],
+                                      resize=options.resize)
+        results.append({"detections": [
+            {"class": classes[k], "index": k, "score": round(s, 5), "box": [round(v, 2) for v in box]}
+            for box, s, k in zip(boxes.tolist(), d.scores.tolist(), d.labels.tolist())]})
+    return results
+
+
+def draw_detections(image: np.ndarray, prediction: dict, target: dict | None, classes: Sequence[str]) -> np.ndarray:
+    """Predicted boxes with "class score" labels (one colour per class); true boxes in green when given."""
+    picture, factor = upscale(as_rgb(image), min_side=256)
+    if target is not None:
+        boxes = target["boxes"].detach().cpu().numpy().reshape(-1, 4) * factor
+        picture = draw_boxes(picture, boxes, [classes[int(k)] for k in target["labels"]], colors=GREEN, width=1)
+    found = prediction["detections"]
+    boxes = np.array([d["box"] for d in found], dtype=np.float32).reshape(-1, 4) * factor
+    return draw_boxes(picture, boxes, [f"{d['class']} {d['score']:.2f}" for d in found],
+                      colors=[d["index"] for d in found], width=2)
+
+
+def save_coco_detections(results: list[dict], classes: Sequence[str], out_dir: Path) -> list[Path]:
+    """``detections.json``: a COCO results list (``bbox`` xywh original pixels; ``category_id`` = class index + 1,
+    ``image_id`` = position in ``predictions.json`` + 1) and ``detection_images.json`` naming each image id's file."""
+    out_dir = Path(out_dir)
+    rows, images = [], []
+    for image_id, r in enumerate(results, start=1):
+        images.append({"id": image_id, "file_name": r.get("image", str(image_id))})
+        for d in r["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            rows.append({"image_id": image_id, "category_id": d["index"] + 1, "category_name": d["class"],
+                         "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)], "score": d["score"]})
+    paths = [out_dir / "detections.json", out_dir / "detection_images.json"]
+    paths[0].write_text(json.dumps(rows))
+    paths[1].write_text(json.dumps({"images": images,
+                                    "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}))
+    return paths
+
+
+DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max", make_metrics=DetectionMetrics,
+                 predict=predict_detections, collate=detection_data.collate,
+                 pipeline_inputs=detection_data.pipeline_inputs, finish_sample=detection_data.finish_sample,
+                 compose_kwargs=detection_data.compose_kwargs, draw=draw_detections,
+                 save_predictions=save_coco_detections)
+
+
+# --- YOLO v1 -----------------------------------------------------------------------------------------------------
+
+class YoloV1GridHead(nn.Module):
+    """The YOLO v1 output: the deepest feature map pooled to an S×S grid, each cell predicting B boxes and C classes.
+
+    Per cell: B × (x, y, √w, √h, confidence) and C class probabilities (softmax), all in [0, 1]: x, y are the box
+    centre within the cell, √w, √h the square roots of the box size relative to the image (as in the paper's loss).
+
+    Args:
+        in_channels: channels of the deepest feature map.
+        num_classes: C.
+        grid: S.
+        boxes_per_cell: B.
+        hidden: channels of the 3x3 conv layer before the output (the paper's FC layers, as convolutions).
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, grid: int = 7, boxes_per_cell: int = 2,
+                 hidden: int = 256) -> None:
+        super().__init__()
+        self.grid, self.boxes_per_cell, self.num_classes = grid, boxes_per_cell, num_classes
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.body = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
+                                  nn.LeakyReLU(0.1, inplace=True))
+        self.out = nn.Conv2d(hidden, boxes_per_cell * 5 + num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor], input_size: tuple[int, int] | None = None
+                ) -> dict[str, torch.Tensor]:
+        n, b = features[-1].shape[0], self.boxes_per_cell
+        raw = self.out(self.body(self.pool(features[-1]))).permute(0, 2, 3, 1)  # [N, S, S, B*5 + C]
+        box = raw[..., :b * 5].reshape(n, self.grid, self.grid, b, 5).sigmoid()  # [N, S, S, B, 5]
+        probs = raw[..., b * 5:].softmax(-1)  # [N, S, S, C]
+        return {"grid_boxes": box, "class_probs": probs}
+
+
+def _grid_boxes_to_xyxy(box: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """``[..., S, S, B, 5]`` cell-relative (x, y, √w, √h, conf) → ``[..., S, S, B, 4]`` xyxy image pixels."""
+    s = box.shape[-3]
+    h, w = image_hw
+    cells = torch.arange(s, device=box.device, dtype=box.dtype)
+    cx = (box[..., 0] + cells.view(1, s, 1)) / s * w  # cells along x: the column index (dim -2 of the S×S grid)
+    cy = (box[..., 1] + cells.view(s, 1, 1)) / s * h
+    bw, bh = box[..., 2] ** 2 * w, box[..., 3] ** 2 * h
+    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
+
+
+class _YoloV1Module(nn.Module):
+    """Adds the decoded ``boxes``/``scores`` (for the shared decoder) to the grid head's outputs."""
+
+    def __init__(self, head: YoloV1GridHead, stride: int) -> None:
+        super().__init__()
+        self.head, self.stride = head, stride
+
+    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.head(features)
+        deepest = features[-1]
+        # The input size the grid covers: the deepest map's size times its stride (exact for padded backbones).
+        image_hw = (deepest.shape[-2] * self.stride, deepest.shape[-1] * self.stride)
+        box, probs = out["grid_boxes"], out["class_probs"]
+        n, b = box.shape[0], box.shape[3]
+        xyxy = _grid_boxes_to_xyxy(box, image_hw)  # [N, S, S, B, 4]
+        scores = box[..., 4:5] * probs.unsqueeze(3)  # [N, S, S, B, C]: confidence × class probability
+        return {**out, "image_hw": torch.tensor(image_hw), "boxes": xyxy.reshape(n, -1, 4),
+                "scores": scores.reshape(n, -1, probs.shape[-1])}
+
+
+@spec
+class YoloV1:
+    num_classes: Annotated[int, Range(ge=1)] | None = None  # None: the dataset's class count
+    grid: Annotated[int, Range(ge=1)] = 7  # S: the S×S grid of cells
+    boxes_per_cell: Annotated[int, Range(ge=1)] = 2  # B: box predictors per cell
+    hidden: Annotated[int, Range(ge=8)] = 256  # channels of the conv layer before the output
+
+    task: ClassVar[Task] = DETECTION
+
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> nn.Module:
+        head = YoloV1GridHead(in_channels=feature_info[-1].channels, num_classes=num_classes, grid=self.grid,
+                              boxes_per_cell=self.boxes_per_cell, hidden=self.hidden)
+        return _YoloV1Module(head, feature_info[-1].stride)
+
+
+def yolo_v1_targets(boxes: torch.Tensor, labels: torch.Tensor, *, grid: int, image_hw: tuple[int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's truth on the grid: the cell holding each box centre is responsible for it.
+
+    Args:
+        boxes: ``[K, 4]`` xyxy image pixels. labels: ``[K]``.
+
+    Returns:
+        ``occupied [S, S]`` bool, ``box [S, S, 4]`` cell-relative (x, y, √w, √h) targets, ``label [S, S]``
+        (a cell holding two centres keeps the larger box).
+    """
+    h, w = image_hw
+    occupied = torch.zeros(grid, grid, dtype=torch.bool, device=boxes.device)
+    target = torch.zeros(grid, grid, 4, device=boxes.device)
+    label = torch.zeros(grid, grid, dtype=torch.long, device=boxes.device)
+    if boxes.numel():
+        cxcywh = box_convert(boxes.float(), "xyxy", "cxcywh")
+        order = (cxcywh[:, 2] * cxcywh[:, 3]).argsort()  # small first, so larger boxes overwrite a shared cell
+        for k in order.tolist():
+            cx, cy, bw, bh = cxcywh[k].tolist()
+            col = min(grid - 1, max(0, int(cx / w * grid)))
+            row = min(grid - 1, max(0, int(cy / h * grid)))
+            occupied[row, col] = True
+            target[row, col] = torch.tensor([cx / w * grid - col, cy / h * grid - row, (bw / w) ** 0.5,
+                                             (bh / h) ** 0.5], device=boxes.device)
+            label[row, col] = labels[k]
+    return occupied, target, label
+
+
+class YoloV1Criterion(nn.Module):
+    """The YOLO v1 sum-squared loss, per image (summed over cells, averaged over the batch).
+
+    The responsible predictor of an occupied cell is the one of its B boxes with the highest IoU with the truth; it
+    regresses x, y, √w, √h (weight ``coord``) and its confidence to that IoU. Every other predictor's confidence goes
+    to 0 (weight ``noobj``). Occupied cells regress their class probabilities to the one-hot class.
+    """
+
+    def __init__(self, *, coord: float, noobj: float) -> None:
+        super().__init__()
+        self.coord, self.noobj = coord, noobj
+
+    def forward(self, outputs: dict[str, torch.Tensor], targets: Sequence[dict]) -> dict[str, torch.Tensor]:
+        box, probs = outputs["grid_boxes"], outputs["class_probs"]  # [N, S, S, B, 5], [N, S, S, C]
+        n, s, _, b, _ = box.shape
+        image_hw = tuple(int(v) for v in outputs["image_hw"])
+        pieces = [yolo_v1_targets(t["boxes"], t["labels"], grid=s, image_hw=image_hw) for t in targets]
+        occupied = torch.stack([p[0] for p in pieces])  # [N, S, S]
+        target_box = torch.stack([p[1] for p in pieces])  # [N, S, S, 4]
+        target_label = torch.stack([p[2] for p in pieces])  # [N, S, S]
+
+        with torch.no_grad():  # which of the B predictors is responsible: best IoU with the truth
+            pred_xyxy = _grid_boxes_to_xyxy(box, image_hw)  # [N, S, S, B, 4]
+            true_xyxy = _grid_boxes_to_xyxy(torch.cat([target_box, torch.ones_like(target_box[..., :1])], -1)
+                                            .unsqueeze(3), image_hw)  # [N, S, S, 1, 4]
+            iou = paired_box_iou(pred_xyxy, true_xyxy.expand_as(pred_xyxy))  # [N, S, S, B]
+            best = iou.argmax(-1)
+            responsible = F.one_hot(best, b).bool() & occupied.unsqueeze(-1)  # [N, S, S, B]
+
+        coords = ((box[..., :4] - target_box.unsqueeze(3)) ** 2).sum(-1)  # [N, S, S, B]
+        conf = box[..., 4]
+        one_hot = F.one_hot(target_label, probs.shape[-1]).to(probs.dtype)
+        return {
+            "box": self.coord * coords[responsible].sum() / n,
+            "obj": ((conf - iou) ** 2)[responsible].sum() / n,
+            "noobj": self.noobj * (conf ** 2)[~responsible].sum() / n,
+            "cls": ((probs - one_hot) ** 2).sum(-1)[occupied].sum() / n,
+        }
+
+
+def paired_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of ``a[..., 4]`` with ``b[..., 4]`` element by element (xyxy)."""
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = lambda x: (x[..., 2:] - x[..., :2]).clamp(min=0).prod(-1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
+
+
+@spec
+class YoloV1Loss:
+    coord: Annotated[float, Range(gt=0)] = 5.0  # λcoord: weight of the box coordinate terms
+    noobj: Annotated[float, Range(ge=0)] = 0.5  # λnoobj: weight of the confidence of predictors with no object
+
+    task: ClassVar[Task] = DETECTION
+
+    def build(self) -> nn.Module:
+        return YoloV1Criterion(coord=self.coord, noobj=self.noobj)
+

@@ -1,0 +1,191 @@
+"""Variational autoencoder: the encoder's deepest feature → (mu, log-variance) → reparameterised z → image decoder.
+
+Same value ranges as :mod:`heads.autoencoder` (normalised input; reconstruction, target and metrics in [0, 1]).
+The decoder defines the likelihood p(x | z): ``bernoulli`` (BCE on [0, 1] pixels) or ``gaussian`` (fixed ``sigma``).
+
+Head outputs (a dict): ``recon``, ``logits``, ``input`` as for the autoencoder, plus ``mu`` and ``logvar``
+``[N, latent]`` and the likelihood's ``likelihood`` name and ``sigma``. Training decodes a sampled z; evaluation
+decodes ``z = mu`` (so metrics are repeatable: ``elbo`` is the bound's one-point estimate at the posterior mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from heads.autoencoder import (DataBoundHead, ImageDecoder, ImageGeometry, ReconstructionMetrics, check_geometry,
+                               decoder_plan, draw_reconstruction, finish_image_target, predict_reconstructions,
+                               save_reconstructions)
+from zoo.backbones.base import FeatureInfo
+from zoo.recipe.spec import Range, spec
+from zoo.task import Task
+
+__all__ = ["VaeHead", "Vae", "VaeLoss", "VaeMetrics", "VAE", "kl_divergence", "reconstruction_nll"]
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL( N(mu, exp(logvar)) || N(0, I) ) per sample, in nats: ``[N, latent]`` → ``[N]``."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def reconstruction_nll(outputs: dict[str, Any], targets: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z) per image in nats, summed over pixels: ``[N]``. Targets ``[N, C, H, W]`` in [0, 1]."""
+    if outputs["likelihood"] == "bernoulli":
+        per_pixel = F.binary_cross_entropy_with_logits(outputs["logits"].float(), targets, reduction="none")
+    else:
+        sigma = outputs["sigma"]
+        per_pixel = 0.5 * ((targets - outputs["recon"].float()) / sigma) ** 2 + math.log(sigma * math.sqrt(2 * math.pi))
+    return per_pixel.flatten(1).sum(dim=1)
+
+
+class VaeHead(nn.Module):
+    """Encoder feature → average-pooled to at most 4x4 → linear → (mu, logvar); z → linear → :class:`ImageDecoder`.
+
+    Args:
+        in_channels: channels of the deepest feature map. geometry: the data's image side, channels, normalisation.
+        grid, stages: from :func:`heads.autoencoder.decoder_plan`. width: decoder start channels.
+        latent: dimensions of z. likelihood: "bernoulli" or "gaussian". sigma: the Gaussian's standard deviation.
+    """
+
+    takes_images = True
+
+    def __init__(self, *, in_channels: int, geometry: ImageGeometry, grid: int, stages: int, width: int, latent: int,
+                 likelihood: str, sigma: float) -> None:
+        super().__init__()
+        self.geometry, self.grid, self.width, self.latent = geometry, grid, width, latent
+        self.likelihood, self.sigma = likelihood, sigma
+        self.pooled = min(grid, 4)
+        self.to_posterior = nn.Linear(in_channels * self.pooled ** 2, 2 * latent)
+        self.from_latent = nn.Sequential(nn.Linear(latent, width * grid * grid), nn.ReLU(inplace=True))
+        self.decoder = ImageDecoder(width=width, stages=stages, out_channels=geometry.channels, size=geometry.size)
+
+    def posterior(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features → ``mu, logvar`` ``[N, latent]`` of q(z | x)."""
+        pooled = F.adaptive_avg_pool2d(features[-1], self.pooled).flatten(1)
+        mu, logvar = self.to_posterior(pooled).chunk(2, dim=1)
+        return mu, logvar.clamp(-12.0, 8.0)  # keeps exp(logvar) finite early in training
+
+    def logits(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``z [N, latent]`` → logits ``[N, C, H, W]`` (the image is their sigmoid)."""
+        grid = self.from_latent(z).reshape(len(z), self.width, self.grid, self.grid)
+        return self.decoder(grid, size)
+
+    def encode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Backbone features → the posterior means ``[N, latent]`` (the codes ``zoo sample --interpolate`` mixes)."""
+        return self.posterior(features)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [N, latent]`` → images ``[N, C, H, W]`` in [0, 1]."""
+        return torch.sigmoid(self.logits(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images ``[n, C, H, W]`` in [0, 1] decoded from z ~ N(0, I) (drawn on the CPU from ``generator``,
+        so a seed gives the same samples on any device)."""
+        z = torch.randn(n, self.latent, generator=generator).to(self.to_posterior.weight.device)
+        return self.decode(z)
+
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> dict[str, Any]:
+        mu, logvar = self.posterior(features)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        logits = self.logits(z, tuple(images.shape[-2:]))
+        return {"recon": torch.sigmoid(logits), "logits": logits, "input": self.geometry.unnormalise(images),
+                "mu": mu, "logvar": logvar, "likelihood": self.likelihood, "sigma": self.sigma}
+
+
+class VaeMetrics(nn.Module):
+    """``elbo`` (nats per image), ``elbo_per_pixel`` (per pixel and channel), ``kl`` (nats per image), and the
+    reconstruction metrics ``mse``, ``psnr``, ``ssim`` of :class:`heads.autoencoder.ReconstructionMetrics`."""
+
+    def __init__(self, classes: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.reconstruction = ReconstructionMetrics(classes)
+        self.elbo, self.kl = MeanMetric(), MeanMetric()
+        self.pixels = 1
+
+    def update(self, outputs: dict[str, Any], targets: torch.Tensor) -> None:
+        self.reconstruction.update(outputs, targets)
+        kl = kl_divergence(outputs["mu"].float(), outputs["logvar"].float())
+        self.elbo.update(-(reconstruction_nll(outputs, targets) + kl))
+        self.kl.update(kl)
+        self.pixels = targets[0].numel()
+
+    def compute(self) -> dict[str, float]:
+        elbo = self.elbo.compute().item()
+        return {"elbo": elbo, "elbo_per_pixel": elbo / self.pixels, "kl": self.kl.compute().item(),
+                **self.reconstruction.compute()}
+
+    def reset(self) -> None:
+        for m in (self.reconstruction, self.elbo, self.kl):
+            m.reset()
+
+    def save_artifacts(self, out_dir: Path) -> list[Path]:
+        return []
+
+
+VAE = Task(name="vae", target="image", monitor="elbo", mode="max", make_metrics=VaeMetrics,
+           predict=predict_reconstructions, finish_sample=finish_image_target, draw=draw_reconstruction,
+           save_predictions=save_reconstructions)
+
+
+@spec
+class Vae:
+    latent: Annotated[int, Range(ge=1)] = 16  # dimensions of z
+    width: Annotated[int, Range(ge=8)] | None = None  # decoder start channels; None: the deepest feature's channels
+    likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"  # p(x | z) of [0, 1] pixels
+    sigma: Annotated[float, Range(gt=0)] = 0.1  # gaussian: standard deviation of p(x | z)
+
+    num_classes: ClassVar[None] = None  # a VAE has no classes
+    task: ClassVar[Task] = VAE
+
+    def with_data(self, data: Any) -> DataBoundHead:
+        return DataBoundHead(self, check_geometry(data, "VAE"))
+
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int, geometry: ImageGeometry) -> VaeHead:
+        grid, stages = decoder_plan(feature_info, geometry.size)
+        return VaeHead(in_channels=feature_info[-1].channels, geometry=geometry, grid=grid, stages=stages,
+                       width=self.width or feature_info[-1].channels, latent=self.latent,
+                       likelihood=self.likelihood, sigma=self.sigma)
+
+
+class _VaeLoss(nn.Module):
+    """Negative ELBO per pixel: ``nll`` (reconstruction) and ``kl`` (weighted by beta, warmed up)."""
+
+    def __init__(self, beta: float, warmup: float) -> None:
+        super().__init__()
+        self.beta, self.warmup = beta, warmup
+        self.progress = 1.0
+
+    def set_progress(self, fraction: float) -> None:
+        self.progress = fraction
+
+    @property
+    def kl_weight(self) -> float:
+        """``beta``, scaled linearly from 0 over the first ``warmup`` fraction of training."""
+        if self.warmup <= 0:
+            return self.beta
+        return self.beta * min(1.0, self.progress / self.warmup)
+
+    def forward(self, outputs: dict[str, Any], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        pixels = targets[0].numel()
+        nll = reconstruction_nll(outputs, targets).mean() / pixels
+        kl = kl_divergence(outputs["mu"].float(), outputs["logvar"].float()).mean() / pixels
+        return {"nll": nll, "kl": self.kl_weight * kl}
+
+
+@spec
+class VaeLoss:
+    beta: Annotated[float, Range(ge=0)] = 1.0  # weight of the KL term (1: the ELBO; >1: beta-VAE)
+    warmup: Annotated[float, Range(ge=0, le=1)] = 0.0  # fraction of training over which beta rises from 0
+
+    task: ClassVar[Task] = VAE
+
+    def build(self) -> nn.Module:
+        return _VaeLoss(self.beta, self.warmup)
