@@ -148,3 +148,36 @@ def test_seeded_runs_repeat(tmp_path):
     a = train(recipe, tmp_path / "a")
     b = train(recipe, tmp_path / "b")
     assert a == b
+
+
+@pytest.mark.parametrize("value, lightning", [("1", 1), ("1.0", 1.0), ("0.25", 0.25), ("3", 3), ("3.0", 3)])
+def test_batch_limits_follow_lightning_int_count_float_fraction(value, lightning):
+    from zoo.engine.run import _trainer
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe("recipes/classify_digits_lenet5.py", [f"trainer.limit_{s}_batches={value}"
+                                                               for s in ("train", "val", "test")])
+    trainer = _trainer(recipe, None, [], enable_progress_bar=False)
+    got = (trainer.limit_train_batches, trainer.limit_val_batches, trainer.limit_test_batches)
+    assert got == (lightning,) * 3 and all(type(g) is type(lightning) for g in got)
+
+
+def test_limit_test_batches_bounds_evaluation(trained_checkpoint, monkeypatch):
+    from zoo.engine import ZooModule
+    from zoo.engine import run
+
+    calls = []
+    original = ZooModule.test_step
+    monkeypatch.setattr(ZooModule, "test_step", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    evaluate(trained_checkpoint)
+    full = len(calls)
+    real_load = run.load_module
+    monkeypatch.setattr(run, "load_module", lambda ckpt: _with_test_limit(real_load(ckpt), 2))
+    calls.clear()
+    evaluate(trained_checkpoint)
+    assert full > 2 and len(calls) == 2
+
+
+def _with_test_limit(module, limit):
+    module.recipe = module.recipe.override(**{"trainer.limit_test_batches": limit})
+    return module

@@ -43,6 +43,7 @@ def test_recipe_checks_and_takes_common_overrides(path, folder):
 def test_recipe_runs_one_tiny_step(path, folder, tmp_path):
     recipe = load_recipe(path)
     small = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+             "trainer.limit_test_batches=1",
              "trainer.accelerator=cpu", "trainer.devices=1", "data.batch_size=4", "data.num_workers=0"]
     if _needs_root(recipe):
         small += [f"data.root={folder}", "data.image_size=32", "model.backbone.name=resnet10t",

@@ -66,13 +66,18 @@ def prepare_data(recipe: Recipe) -> DataSplits:
     return splits
 
 
+def _batches(limit: int | float) -> int | float:
+    """Lightning's ``limit_*_batches``: an int counts batches, a float ≤ 1 is a fraction; a float above 1 counts."""
+    return limit if isinstance(limit, int) or limit <= 1 else int(limit)
+
+
 def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any = False, **overrides: Any) -> L.Trainer:
     t = recipe.trainer
     kwargs = dict(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=t.limit_train_batches if t.limit_train_batches <= 1 else int(t.limit_train_batches),
-        limit_val_batches=t.limit_val_batches if t.limit_val_batches <= 1 else int(t.limit_val_batches),
+        limit_train_batches=_batches(t.limit_train_batches), limit_val_batches=_batches(t.limit_val_batches),
+        limit_test_batches=_batches(t.limit_test_batches),
         log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, logger=logger,
         default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),

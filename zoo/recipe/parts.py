@@ -104,8 +104,10 @@ class Trainer:
     deterministic: bool = False  # torch deterministic algorithms (slower; bit-reproducible reruns)
     gradient_clip_val: Annotated[float, Range(ge=0)] | None = None  # clip gradient norm
     early_stopping_patience: Annotated[int, Range(ge=1)] | None = None  # stop after N epochs without progress
-    limit_train_batches: Annotated[float, Range(gt=0)] = 1.0  # fraction (≤1.0) or count (>1) of batches
-    limit_val_batches: Annotated[float, Range(gt=0)] = 1.0  # same, for validation
+    # batches per epoch, as in Lightning: an int is a count (1 = one batch), a float a fraction (1.0 = all)
+    limit_train_batches: Annotated[int | float, Range(gt=0)] = 1.0
+    limit_val_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for validation
+    limit_test_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for the test split (train's final eval, zoo eval)
     log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
 
 
