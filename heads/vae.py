@@ -27,7 +27,8 @@ from zoo.backbones.base import FeatureInfo
 from zoo.recipe.spec import Range, spec
 from zoo.task import Task
 
-__all__ = ["VaeHead", "Vae", "VaeLoss", "VaeMetrics", "VAE", "kl_divergence", "reconstruction_nll"]
+__all__ = ["VaeHead", "Vae", "VaeLoss", "VaeMetrics", "VAE", "kl_divergence", "reconstruction_nll",
+           "classifier_probabilities"]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -189,3 +190,28 @@ class VaeLoss:
 
     def build(self) -> nn.Module:
         return _VaeLoss(self.beta, self.warmup)
+
+
+@torch.no_grad()
+def classifier_probabilities(images: torch.Tensor, classifier: nn.Module, data: Any) -> torch.Tensor:
+    """A trained classifier's class probabilities for images: how much generated images look like its classes.
+
+    Args:
+        images: ``[N, C, H, W]`` in [0, 1] (e.g. :meth:`VaeHead.sample`).
+        classifier: a classification model mapping normalised images to logits ``[N, classes]``
+            (``load_module(ckpt).model``).
+        data: the classifier's data spec: the images are resized to its ``image_size``, given its ``channels``
+            (grey replicated, or colour averaged) and normalised with its ``mean``/``std``.
+
+    Returns:
+        ``[N, classes]`` softmax probabilities.
+    """
+    device = next(classifier.parameters()).device
+    x = images.float().to(device)
+    if x.shape[1] != data.channels:
+        x = x.mean(dim=1, keepdim=True).expand(-1, data.channels, -1, -1)
+    if tuple(x.shape[-2:]) != (data.image_size, data.image_size):
+        x = F.interpolate(x, size=(data.image_size, data.image_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(data.mean, device=device).reshape(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).reshape(1, -1, 1, 1)
+    return classifier((x - mean) / std).softmax(dim=1)

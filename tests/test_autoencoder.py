@@ -15,14 +15,15 @@ from PIL import Image
 
 from heads import Autoencoder, ReconstructionLoss, Vae, VaeLoss
 from heads.autoencoder import ImageGeometry, ReconstructionMetrics, finish_image_target
-from heads.vae import kl_divergence, reconstruction_nll
+from heads.vae import classifier_probabilities, kl_divergence, reconstruction_nll
 from zoo.cli import main
 from zoo.data import DigitsData
-from zoo.engine import evaluate, predict, sample, train
+from zoo.engine import evaluate, load_module, predict, sample, train
 from zoo.errors import ZooError
 from zoo.recipe import Augment, BackboneSpec, Recipe, Trainer
 
-TINY = Trainer(max_epochs=1, accelerator="cpu", devices=1, limit_train_batches=2, limit_val_batches=1)
+TINY = Trainer(max_epochs=1, accelerator="cpu", devices=1, limit_train_batches=2, limit_val_batches=1,
+               limit_test_batches=2)
 
 
 def _recipe(head, loss, *, backbone: str = "lenet5", size: int = 32, aug: Augment = Augment()) -> Recipe:
@@ -158,6 +159,12 @@ def test_denoising_autoencoder_trains_evaluates_and_predicts(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"])
     assert (tmp_path / "run" / "predictions_test.png").is_file()
 
+    # the recipe edited for one evaluation only: on clean inputs the grid has no "noisy input" panel
+    evaluate(tmp_path / "run" / "best.ckpt", out=tmp_path / "clean", overrides={"aug.input_only_eval": ()})
+    noisy_grid, clean_grid = (Image.open(d / "predictions_test.png") for d in (tmp_path / "run", tmp_path / "clean"))
+    assert clean_grid.size[0] < noisy_grid.size[0]
+    assert load_module(tmp_path / "run" / "best.ckpt").recipe.aug.input_only_eval  # the checkpoint is untouched
+
     files = _digit_files(tmp_path / "digits")
     results = predict(tmp_path / "run" / "best.ckpt", files, out=tmp_path / "pred")
     assert len(results) == 2 and all(r["mse"] > 0 and r["psnr"] == pytest.approx(-10 * math.log10(r["mse"]), abs=0.01)
@@ -179,7 +186,7 @@ def test_vae_trains_and_zoo_sample_draws_reproducible_pictures(tmp_path, capsys)
     for name, seed in (("a.png", "3"), ("b.png", "3"), ("c.png", "4")):
         assert main(["sample", ckpt, "--n", "6", "--seed", seed, "--out", str(tmp_path / name)]) == 0
     a, b, c = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png", "c.png"))
-    assert a.shape == (3 * 34 + 2, 3 * 34 + 2, 3)  # 6 samples of 32 px in a 3-column grid, 2 px gaps
+    assert a.shape == (2 * 34 + 2, 3 * 34 + 2, 3)  # 6 samples of 32 px: 3 columns x 2 rows, 2 px gaps
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
     files = _digit_files(tmp_path / "digits")
@@ -199,3 +206,17 @@ def test_sample_refuses_heads_without_a_prior(trained_checkpoint, tmp_path, caps
     with pytest.raises(ZooError, match="--n must be at least 1"):
         sample(trained_checkpoint, n=0, out=tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_classifier_probabilities_fit_generated_images_to_the_classifier(trained_checkpoint):
+    classifier = load_module(trained_checkpoint)
+    data = classifier.recipe.data  # grey, 32 px, mean 0.5, std 0.5
+    images = torch.rand(3, 1, data.image_size, data.image_size)
+    with torch.no_grad():
+        expected = classifier.model((images - 0.5) / 0.5).softmax(dim=1)
+    probabilities = classifier_probabilities(images, classifier.model, data)
+    assert torch.allclose(probabilities, expected, atol=1e-6)
+    assert torch.allclose(classifier_probabilities(images.expand(-1, 3, -1, -1), classifier.model, data), expected,
+                          atol=1e-6)  # colour images are averaged to the classifier's grey
+    small = classifier_probabilities(torch.rand(2, 1, 16, 16), classifier.model, data)  # resized to 32 px
+    assert small.shape == (2, 10) and torch.allclose(small.sum(dim=1), torch.ones(2))

@@ -131,13 +131,14 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
     return metrics
 
 
-def load_module(checkpoint: str | Path) -> ZooModule:
-    """Rebuilds the trained module from a checkpoint alone (recipe and classes are inside it)."""
+def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None) -> ZooModule:
+    """Rebuilds the trained module from a checkpoint alone (recipe and classes are inside it); ``overrides``
+    (dotted path → value) edit the saved recipe first."""
     data = read_checkpoint(checkpoint)
     saved = data[CHECKPOINT_KEY]
     # The weights are in the checkpoint: don't look for the pretrained files the run started from.
     recipe = Recipe.from_data(saved["recipe"]).override(**{"model.backbone.pretrained": False,
-                                                            "model.weights": None})
+                                                            "model.weights": None, **(overrides or {})})
     module = ZooModule(recipe, saved["classes"])
     module.load_state_dict(data["state_dict"])
     module.eval()
@@ -145,10 +146,14 @@ def load_module(checkpoint: str | Path) -> ZooModule:
 
 
 def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | None = None,
-             splits: DataSplits | None = None) -> dict[str, float]:
-    """Metrics of a checkpoint on one split of its recipe's data; pictures go to ``out`` when given."""
+             splits: DataSplits | None = None, overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """Metrics of a checkpoint on one split of its recipe's data; pictures go to ``out`` when given.
+
+    ``overrides`` (dotted path → value) edit the saved recipe for this evaluation only, e.g.
+    ``{"aug.input_only_eval": (A.GaussNoise(...),)}`` to measure a model on noisy inputs; the weights stay.
+    """
     _quiet_lightning()
-    module = load_module(checkpoint)
+    module = load_module(checkpoint, overrides)
     if splits is None:
         splits = prepare_data(module.recipe)
     if tuple(splits.classes) != tuple(module.classes):
@@ -159,6 +164,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     trainer.test(module, dataloaders=loader, verbose=False)
     metrics = dict(module.last_metrics)
     if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
         module.test_metrics.save_artifacts(Path(out))
         save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
     return metrics
@@ -230,7 +236,9 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, options: Pr
     """
     module = load_module(checkpoint)
     recipe, task = module.recipe, module.task
-    transform = recipe.transform(train=False)
+    # Images only (no targets): without the task's bbox_params, which would demand box labels.
+    transform = recipe.aug.compose(train=False, size=recipe.data.image_size, mean=recipe.data.mean,
+                                   std=recipe.data.std)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     files = _image_files(inputs)
