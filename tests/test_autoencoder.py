@@ -92,9 +92,14 @@ def test_finish_sample_gives_the_clean_target_when_noise_is_input_only():
 
 # ---- heads on several backbones -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backbone", ["lenet5", "resnet20", "resnet10t"])
-@pytest.mark.parametrize("head", [Autoencoder(), Autoencoder(bottleneck=8, width=16), Vae(latent=4, width=16)],
-                         ids=["conv_code", "vector_code", "vae"])
+CONV, VECTOR, VAE = Autoencoder(), Autoencoder(bottleneck=8, width=16), Vae(latent=4, width=16)
+
+
+@pytest.mark.parametrize(("backbone", "head"), [("lenet5", CONV), ("lenet5", VECTOR), ("lenet5", VAE),
+                                                ("resnet20", CONV), ("resnet20", VAE), ("resnet10t", VECTOR),
+                                                ("resnet10t", VAE)],
+                         ids=["lenet5-conv_code", "lenet5-vector_code", "lenet5-vae", "resnet20-conv_code",
+                              "resnet20-vae", "resnet10t-vector_code", "resnet10t-vae"])
 def test_heads_reconstruct_the_input_size_on_any_backbone(backbone, head):
     loss = VaeLoss() if isinstance(head, Vae) else ReconstructionLoss()
     model = _built(_recipe(head, loss, backbone=backbone))

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     noise = A.GaussNoise(std_range=(args.noise, args.noise), mean_range=(0.0, 0.0), p=1.0)
     noisy = {}
     for role in ("autoencoder", "denoiser"):  # fresh noise draws each time: repeats show their spread
-        psnrs = [evaluate(runs[role][0], overrides={"aug.input_only_eval": (noise,)})["psnr"]
+        pictures = args.runs / f"noisy_test_{role}"  # predictions_test.png: clean | noisy input | reconstruction
+        psnrs = [evaluate(runs[role][0], out=pictures, overrides={"aug.input_only_eval": (noise,)})["psnr"]
                  for _ in range(args.repeats)]
         noisy[role] = {"psnr_mean": round(sum(psnrs) / len(psnrs), 3), "psnr_min": round(min(psnrs), 3),
                        "psnr_max": round(max(psnrs), 3)}
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"VAE samples: mean top-1 probability {results['vae_samples']['mean_top1_probability']:.3f} over {args.n}")
 
     checks = {"autoencoder psnr >= 20 dB": results["autoencoder"]["psnr"] >= 20,
-              "denoiser beats autoencoder on noisy inputs": noisy["denoiser"]["psnr_min"] > noisy["autoencoder"]["psnr_max"],
+              "denoiser beats autoencoder on noisy inputs":
+                  noisy["denoiser"]["psnr_min"] > noisy["autoencoder"]["psnr_max"],
               "VAE samples mean top-1 >= 0.7": results["vae_samples"]["mean_top1_probability"] >= 0.7}
     results["checks"] = checks
     for name, ok in checks.items():

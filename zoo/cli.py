@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "interpolation", description="Decode --n latent codes drawn from the prior of "
                        "CHECKPOINT's head (a VAE) into one grid PNG; or, with --interpolate, decode --steps codes on "
                        "the line between two images' codes (picture: first | steps | second).")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint whose head has a prior, e.g. runs/vae_digits/best.ckpt")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=64, help="samples to draw (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seeds the prior draws: same seed, same picture (default 0)")
