@@ -9,6 +9,9 @@ Mask folder layouts (``MaskFolderData``; a mask has its image's file stem and th
 
     root/images/*.jpg|png...   root/masks/*.png                 (split by val/test_fraction)
     root/train/images, root/train/masks, root/val/..., root/test/...  (val and test optional)
+
+COCO files (``CocoSegmentationData``) are read through :func:`zoo.data.coco.load_coco` (safe paths, checked ids)
+and their polygons / RLE rasterised with pycocotools when a sample is loaded.
 """
 
 from __future__ import annotations
@@ -18,19 +21,22 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageOps
+from pycocotools import mask as coco_mask
 
 from zoo.data.base import DataSplits, ImageData, stratified_split
+from zoo.data.coco import load_coco
+from zoo.data.detection import CocoDetectionData
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.data.shapes import SHAPE_CLASSES, ShapesConfig, shapes_root
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
 
-__all__ = ["IGNORE_INDEX", "load_mask", "MaskSource", "ShapesSegmentationData", "MaskFolderData",
-           "pair_masks", "split_indices"]
+__all__ = ["IGNORE_INDEX", "load_mask", "MaskSource", "CocoMaskSource", "ShapesSegmentationData",
+           "MaskFolderData", "CocoSegmentationData", "pair_masks", "split_indices", "rasterise", "to_class_indices"]
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = 255  # the one ignore value inside the pipeline; so at most 255 classes
@@ -256,3 +262,123 @@ class MaskFolderData(ImageData):
                            f"(0..{IGNORE_INDEX - 1}) are supported")
         log.info("data.classes not set: %d numbered classes from the masks", top + 1)
         return ("background", *(str(i) for i in range(1, top + 1)))
+
+
+@dataclass
+class CocoMaskSource:
+    """COCO images whose masks are rasterised on access from their polygon / RLE ``segmentation`` entries.
+
+    Attributes:
+        images: the image files.
+        sizes: ``(H, W)`` per image as the JSON states it (``(0, 0)``: take the decoded image's size).
+        objects: per image, ``(segmentation, class index, iscrowd)`` in file order; later objects are painted over
+            earlier ones, crowd regions become :data:`IGNORE_INDEX` (as in COCO's own semantic-segmentation tools).
+        channels: image channels (1 or 3).
+        where: per image, what to name in errors (``"annotations.json, image id 7"``).
+    """
+
+    images: list[Path]
+    sizes: list[tuple[int, int]]
+    objects: list[list[tuple[Any, int, bool]]]
+    channels: int
+    where: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image = load_image(self.images[index], channels=self.channels)
+        h, w = self.sizes[index] if all(self.sizes[index]) else image.shape[:2]
+        if (h, w) != tuple(image.shape[:2]):
+            raise ZooError(f"{self.where[index]}: the JSON gives height x width {h}x{w} but the image file "
+                           f"{str(self.images[index])!r} is {image.shape[0]}x{image.shape[1]}; masks are drawn "
+                           f"at the JSON's size, so the two must agree")
+        mask = np.zeros((h, w), np.uint8)
+        for segmentation, label, crowd in self.objects[index]:
+            bits = rasterise(segmentation, h, w, where=self.where[index])
+            mask[bits] = IGNORE_INDEX if crowd else label
+        return image, mask
+
+
+def rasterise(segmentation: Any, height: int, width: int, *, where: str) -> np.ndarray:
+    """One COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) as a ``bool [H, W]`` mask.
+
+    The same steps as ``pycocotools.coco.COCO.annToMask``, without needing the ``COCO`` index in each worker.
+
+    Raises:
+        ZooError: the entry is malformed, or an RLE's size differs from the image's; names ``where``.
+    """
+    try:
+        if isinstance(segmentation, list):  # polygons [[x1, y1, x2, y2, ...], ...]
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+            rle = coco_mask.frPyObjects(segmentation, height, width)  # uncompressed RLE
+        elif isinstance(segmentation, dict):
+            rle = dict(segmentation)
+            if isinstance(rle.get("counts"), str):
+                rle["counts"] = rle["counts"].encode("ascii")
+        else:
+            raise TypeError(f"expected polygons or an RLE dict, got {type(segmentation).__name__}")
+        if tuple(rle["size"]) != (height, width):
+            raise ValueError(f"RLE size {list(rle['size'])} differs from the image's {[height, width]}")
+        return coco_mask.decode(rle).astype(bool)
+    except (TypeError, ValueError, KeyError, IndexError) as error:
+        raise ZooError(f"{where}: cannot rasterise its segmentation: {type(error).__name__}: {error}") from error
+
+
+def _coco_mask_source(json_path: str, images_root: str, *, field_name: str, channels: int
+                      ) -> tuple[tuple[str, ...], CocoMaskSource]:
+    data = load_coco(json_path, images_root, field=field_name)
+    images, sizes, objects, where, without = [], [], [], [], 0
+    for image in data.images:
+        anns = data.annotations(image.id)
+        without += sum("segmentation" not in a for a in anns)
+        images.append(image.path)
+        sizes.append((image.height, image.width))
+        objects.append([(a["segmentation"], data.label_of[a["category_id"]] + 1, bool(a.get("iscrowd")))
+                        for a in anns if "segmentation" in a])
+        where.append(f"{data.json_path} ({field_name}), image id {image.id}")
+    if without:
+        warnings.warn(f"{json_path}: {without} annotation(s) have no 'segmentation' and are not drawn into the "
+                      "masks", stacklevel=3)
+    if "background" in data.classes:
+        raise RecipeError(field_name, f"{json_path} has a category named 'background'; mask value 0 is the "
+                                      "background already, rename that category")
+    return ("background", *data.classes), CocoMaskSource(images, sizes, objects, channels, where)
+
+
+@spec
+class CocoSegmentationData(ImageData):
+    """COCO instance annotations (polygons or RLE) as semantic masks: value 0 background, category ``i`` → ``i + 1``.
+
+    Categories sorted by id give classes 1..K; crowd regions are ignored (:data:`IGNORE_INDEX`); where objects
+    overlap, the later annotation in the file wins.
+    """
+
+    images: str | None = None  # the folder that image file_names in the JSON files are relative to; required
+    train_json: str | None = None  # COCO file (polygons/RLE) of the training images; required
+    val_json: str | None = None  # COCO file of the validation images; required
+    test_json: str | None = None  # COCO file of the test images (None: the validation split is also the test split)
+    image_size: Annotated[int, Range(ge=8)] = 256  # model input side
+
+    targets = ("mask",)
+
+    def preflight(self) -> None:
+        CocoDetectionData.preflight(self)  # the same four path fields, the same checks and messages
+
+    def setup(self) -> DataSplits:
+        self.preflight()
+        parts, classes = {}, None
+        for split in ("train", "val", "test") if self.test_json else ("train", "val"):
+            name = f"{split}_json"
+            found, parts[split] = _coco_mask_source(getattr(self, name), self.images, field_name=f"data.{name}",
+                                                    channels=self.channels)
+            if classes is not None and found != classes:
+                raise RecipeError(f"data.{name}", f"{getattr(self, name)} has categories {list(found[1:])}, "
+                                                  f"data.train_json has {list(classes[1:])}; every split needs "
+                                                  "the same categories")
+            classes = found
+        if len(classes) < 2:
+            raise RecipeError("data.train_json", f"{self.train_json} has no 'categories'")
+        parts.setdefault("test", parts["val"])
+        return DataSplits(classes=classes, **parts)
