@@ -223,7 +223,8 @@ def test_fcn_deconvolution_starts_as_bilinear_upsampling():
 
 # ---- data adapters ----------------------------------------------------------------------------------------------
 
-def _write_pairs(root: Path, count: int = 6, *, size=(16, 20), values=K) -> Path:
+def write_mask_folder(root: Path, count: int = 6, *, size=(16, 20), values=K) -> Path:
+    """``root/images/<i>.png|jpg`` with ``root/masks/<i>.png`` of ``values`` classes in blocks (shared fixture)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(count):
@@ -234,7 +235,7 @@ def _write_pairs(root: Path, count: int = 6, *, size=(16, 20), values=K) -> Path
 
 
 def test_mask_folder_reads_pairs_and_maps_ignore(tmp_path):
-    root = _write_pairs(tmp_path)
+    root = write_mask_folder(tmp_path)
     mask = np.array(Image.open(root / "masks" / "0.png"))
     mask[0, :3] = 200  # this dataset's ignore value
     Image.fromarray(mask).save(root / "masks" / "0.png")
@@ -251,28 +252,28 @@ def test_mask_folder_reads_pairs_and_maps_ignore(tmp_path):
 
 def test_mask_folder_split_folders_and_class_names(tmp_path):
     for split in ("train", "val"):
-        _write_pairs(tmp_path / split, 4)
+        write_mask_folder(tmp_path / split, 4)
     splits = MaskFolderData(root=str(tmp_path), classes=("bg", "a", "b", "c"), test_fraction=0.25).setup()
     assert splits.classes == ("bg", "a", "b", "c")
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3, 4, 1)
 
 
 def test_mask_of_other_size_names_both_shapes_and_file(tmp_path):
-    root = _write_pairs(tmp_path, 3)
+    root = write_mask_folder(tmp_path, 3)
     Image.fromarray(np.zeros((10, 20), np.uint8)).save(root / "masks" / "2.png")
     with pytest.raises(ZooError, match=r"2\.png.*10x20.*16x20"):
         MaskFolderData(root=str(root)).setup()
 
 
 def test_missing_mask_is_named(tmp_path):
-    root = _write_pairs(tmp_path, 3)
+    root = write_mask_folder(tmp_path, 3)
     (root / "masks" / "1.png").unlink()
     with pytest.raises(ZooError, match=r"no mask.*1\.jpg"):
         MaskFolderData(root=str(root)).setup()
 
 
 def test_bad_mask_values_and_colour_masks_are_refused(tmp_path):
-    root = _write_pairs(tmp_path, 3)
+    root = write_mask_folder(tmp_path, 3)
     splits = MaskFolderData(root=str(root), classes=("bg", "a"), val_fraction=0, test_fraction=0).setup()
     with pytest.raises(ZooError, match=r"outside the 2 classes"):
         [splits.train.load(i) for i in range(len(splits.train))]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_class_folders
+from tests.test_segmentation import write_mask_folder
 from zoo.engine import train
 from zoo.recipe import load_recipe
 
@@ -19,9 +20,23 @@ def _needs_root(recipe) -> bool:
     return hasattr(recipe.data, "root")
 
 
+def _root(recipe, folder: Path, mask_folder: Path) -> Path:
+    """Class folders, or images/ + masks/ for an adapter whose samples carry a mask."""
+    return mask_folder if "mask" in recipe.data.targets else folder
+
+
+# Extra overrides a recipe needs for its smoke run (a rendered set small enough to render in a second).
+TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["data.num_images=40"]}
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return write_class_folders(tmp_path_factory.mktemp("folder"), {"a": 6, "b": 6, "c": 6})
+
+
+@pytest.fixture(scope="module")
+def mask_folder(tmp_path_factory) -> Path:
+    return write_mask_folder(tmp_path_factory.mktemp("masks"), 10, size=(32, 40))
 
 
 def test_there_are_recipes():
@@ -29,9 +44,9 @@ def test_there_are_recipes():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_checks_and_takes_common_overrides(path, folder):
+def test_recipe_checks_and_takes_common_overrides(path, folder, mask_folder):
     recipe = load_recipe(path)
-    root = [f"data.root={folder}"] if _needs_root(recipe) else []
+    root = [f"data.root={_root(recipe, folder, mask_folder)}"] if _needs_root(recipe) else []
     changed = load_recipe(path, COMMON + root)
     assert (changed.trainer.max_epochs, changed.data.batch_size, changed.optim.lr) == (3, 64, 0.01)
     assert changed.model.backbone.name == "resnet18"
@@ -40,14 +55,14 @@ def test_recipe_checks_and_takes_common_overrides(path, folder):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_runs_one_tiny_step(path, folder, tmp_path):
+def test_recipe_runs_one_tiny_step(path, folder, mask_folder, tmp_path):
     recipe = load_recipe(path)
     small = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
              "trainer.limit_test_batches=1",
              "trainer.accelerator=cpu", "trainer.devices=1", "data.batch_size=4", "data.num_workers=0"]
     if _needs_root(recipe):
-        small += [f"data.root={folder}", "data.image_size=32", "model.backbone.name=resnet10t",
+        small += [f"data.root={_root(recipe, folder, mask_folder)}", "data.image_size=32", "model.backbone.name=resnet10t",
                   "data.val_fraction=0.2", "data.test_fraction=0.2"]
-    metrics = train(load_recipe(path, small), tmp_path)
+    metrics = train(load_recipe(path, small + TINY.get(path.stem, [])), tmp_path)
     assert recipe.task.monitor in metrics
     assert (tmp_path / "best.ckpt").is_file()
