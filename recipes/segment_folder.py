@@ -6,7 +6,8 @@
 ``data.ignore_index``, default 255, marks pixels that count nowhere), split by ``data.val_fraction`` /
 ``data.test_fraction``, or ``train/ val/ test/`` folders each holding both. Without ``data.classes`` the classes
 are numbered from the masks' largest value. Letterboxing keeps the aspect ratio; its padding (and the border an
-affine transform brings in) is background in the mask (``docs/segmentation.md``). Start from pretrained weights where you have them: ``model.backbone.pretrained=True``.
+affine transform brings in) is background in the mask (``docs/segmentation.md``). Start from pretrained weights
+where you have them: ``model.backbone.pretrained=True``.
 """
 
 import albumentations as A
