@@ -121,9 +121,9 @@ def predict_localization(outputs: dict[str, torch.Tensor], classes: Sequence[str
                          options: PredictOptions) -> list[dict]:
     """Per image ``{"class", "index", "prob", "box": [x1, y1, x2, y2]}``; the box in original-image pixels when
     ``options.image_sizes`` is given, else in model-input pixels."""
-    probs = outputs["logits"].float().softmax(1)
+    probs = outputs["logits"].detach().float().softmax(1)
     h, w = options.input_size
-    boxes = outputs["box"].float() * torch.tensor([w, h, w, h], dtype=torch.float32)
+    boxes = outputs["box"].detach().float() * torch.tensor([w, h, w, h], dtype=torch.float32)
     results = []
     for i, (p, box) in enumerate(zip(probs, boxes)):
         if options.image_sizes is not None:

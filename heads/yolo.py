@@ -240,7 +240,8 @@ class TaskAlignedAssigner(nn.Module):
         iou = _pairwise_iou(gt_boxes, boxes)  # [N, K, A]
         cls_score = scores.transpose(1, 2).gather(1, gt_labels[..., None].expand(-1, -1, a))  # [N, K, A]
         align = cls_score.pow(self.alpha) * iou.pow(self.beta) * inside
-        top = align.topk(min(self.topk, a), dim=-1).indices  # [N, K, topk]
+        # ranks inside points above outside ones even where every alignment is 0 (no overlap yet)
+        top = (align + 1e-12 * inside).topk(min(self.topk, a), dim=-1).indices  # [N, K, topk]
         chosen = torch.zeros_like(inside).scatter_(-1, top, True) & inside
         claimed = chosen.sum(1, keepdim=True) > 1  # [N, 1, A] points claimed by several objects
         best = F.one_hot((iou * inside).argmax(1), chosen.shape[1]).transpose(1, 2).bool()  # [N, K, A]

@@ -22,5 +22,5 @@ recipe = Recipe(
     aug=Augment(train=(A.HorizontalFlip(p=0.5), A.ColorJitter(0.2, 0.2, 0.2, 0.02, p=0.5))),
     optim=Optim(name="adamw", lr=2e-3, weight_decay=0.05),
     sched=Schedule(name="cosine", warmup_epochs=1),
-    trainer=Trainer(max_epochs=30),
+    trainer=Trainer(max_epochs=6),
 )

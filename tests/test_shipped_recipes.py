@@ -26,12 +26,30 @@ def _root(recipe, folder: Path, mask_folder: Path) -> Path:
 
 
 # Extra overrides a recipe needs for its smoke run (a rendered set small enough to render in a second).
-TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["data.num_images=40"]}
+TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["data.num_images=40"],
+        "localize_shapes": ["data.num_images=40"], "detect_shapes_yolov1": ["data.num_images=40"],
+        "detect_shapes_yolo": ["data.num_images=40"], "detect_coco": ["data.image_size=32"]}
+
+
+def _coco_paths(recipe, coco: Path) -> list[str]:
+    """A detection recipe on the user's COCO files gets a tiny rendered COCO set (boxes in annotations.json)."""
+    if not (hasattr(recipe.data, "train_json") and "boxes" in recipe.data.targets):
+        return []
+    json_file = coco / "annotations.json"
+    return [f"data.images={coco}", f"data.train_json={json_file}", f"data.val_json={json_file}"]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return write_class_folders(tmp_path_factory.mktemp("folder"), {"a": 6, "b": 6, "c": 6})
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory) -> Path:
+    from zoo.data.shapes import ShapesConfig, render_shapes
+
+    return render_shapes(ShapesConfig(num_images=12, image_size=32, max_objects=3, max_size=14),
+                         tmp_path_factory.mktemp("coco"))
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +62,10 @@ def test_there_are_recipes():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_checks_and_takes_common_overrides(path, folder, mask_folder):
+def test_recipe_checks_and_takes_common_overrides(path, folder, mask_folder, coco):
     recipe = load_recipe(path)
     root = [f"data.root={_root(recipe, folder, mask_folder)}"] if _needs_root(recipe) else []
+    root += _coco_paths(recipe, coco)
     changed = load_recipe(path, COMMON + root)
     assert (changed.trainer.max_epochs, changed.data.batch_size, changed.optim.lr) == (3, 64, 0.01)
     assert changed.model.backbone.name == "resnet18"
@@ -55,7 +74,7 @@ def test_recipe_checks_and_takes_common_overrides(path, folder, mask_folder):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
-def test_recipe_runs_one_tiny_step(path, folder, mask_folder, tmp_path):
+def test_recipe_runs_one_tiny_step(path, folder, mask_folder, coco, tmp_path):
     recipe = load_recipe(path)
     small = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
              "trainer.limit_test_batches=1",
@@ -63,6 +82,7 @@ def test_recipe_runs_one_tiny_step(path, folder, mask_folder, tmp_path):
     if _needs_root(recipe):
         small += [f"data.root={_root(recipe, folder, mask_folder)}", "data.image_size=32", "model.backbone.name=resnet10t",
                   "data.val_fraction=0.2", "data.test_fraction=0.2"]
+    small += _coco_paths(recipe, coco)
     metrics = train(load_recipe(path, small + TINY.get(path.stem, [])), tmp_path)
     assert recipe.task.monitor in metrics
     assert (tmp_path / "best.ckpt").is_file()
