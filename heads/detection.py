@@ -28,6 +28,7 @@ from torchvision.ops import batched_nms, box_convert
 from zoo.backbones.base import FeatureInfo
 from zoo.data import detection as detection_data
 from zoo.draw import GREEN, as_rgb, draw_boxes, upscale
+from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 from zoo.task import PredictOptions, Task
 
@@ -194,23 +195,25 @@ DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max", ma
 # --- YOLO v1 -----------------------------------------------------------------------------------------------------
 
 class YoloV1GridHead(nn.Module):
-    """The YOLO v1 output: the deepest feature map pooled to an S×S grid, each cell predicting B boxes and C classes.
+    """The YOLO v1 output: one backbone feature map (the deepest by default) pooled to an S×S grid, each cell predicting B boxes and C classes.
 
     Per cell: B × (x, y, √w, √h, confidence) and C class probabilities (softmax), all in [0, 1]: x, y are the box
     centre within the cell, √w, √h the square roots of the box size relative to the image (as in the paper's loss).
 
     Args:
-        in_channels: channels of the deepest feature map.
+        in_channels: channels of the feature map read.
         num_classes: C.
         grid: S.
         boxes_per_cell: B.
         hidden: channels of the 3x3 conv layer before the output (the paper's FC layers, as convolutions).
+        feature_level: index of the backbone feature map read (-1: the deepest).
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, grid: int = 7, boxes_per_cell: int = 2,
-                 hidden: int = 256) -> None:
+                 hidden: int = 256, feature_level: int = -1) -> None:
         super().__init__()
         self.grid, self.boxes_per_cell, self.num_classes = grid, boxes_per_cell, num_classes
+        self.feature_level = feature_level
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.body = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
                                   nn.LeakyReLU(0.1, inplace=True))
@@ -218,8 +221,9 @@ class YoloV1GridHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor], input_size: tuple[int, int] | None = None
                 ) -> dict[str, torch.Tensor]:
-        n, b = features[-1].shape[0], self.boxes_per_cell
-        raw = self.out(self.body(self.pool(features[-1]))).permute(0, 2, 3, 1)  # [N, S, S, B*5 + C]
+        x = features[self.feature_level]
+        n, b = x.shape[0], self.boxes_per_cell
+        raw = self.out(self.body(self.pool(x))).permute(0, 2, 3, 1)  # [N, S, S, B*5 + C]
         box = raw[..., :b * 5].reshape(n, self.grid, self.grid, b, 5).sigmoid()  # [N, S, S, B, 5]
         probs = raw[..., b * 5:].softmax(-1)  # [N, S, S, C]
         return {"grid_boxes": box, "class_probs": probs}
@@ -245,9 +249,9 @@ class _YoloV1Module(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.head(features)
-        deepest = features[-1]
-        # The input size the grid covers: the deepest map's size times its stride (exact for padded backbones).
-        image_hw = (deepest.shape[-2] * self.stride, deepest.shape[-1] * self.stride)
+        read = features[self.head.feature_level]
+        # The input size the grid covers: the map's size times its stride (exact for padded backbones).
+        image_hw = (read.shape[-2] * self.stride, read.shape[-1] * self.stride)
         box, probs = out["grid_boxes"], out["class_probs"]
         n, b = box.shape[0], box.shape[3]
         xyxy = _grid_boxes_to_xyxy(box, image_hw)  # [N, S, S, B, 4]
@@ -262,13 +266,21 @@ class YoloV1:
     grid: Annotated[int, Range(ge=1)] = 7  # S: the S×S grid of cells
     boxes_per_cell: Annotated[int, Range(ge=1)] = 2  # B: box predictors per cell
     hidden: Annotated[int, Range(ge=8)] = 256  # channels of the conv layer before the output
+    feature_level: int = -1  # which backbone feature map the grid reads (-1: the deepest; -2: the one before ...)
 
     task: ClassVar[Task] = DETECTION
 
     def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> nn.Module:
-        head = YoloV1GridHead(in_channels=feature_info[-1].channels, num_classes=num_classes, grid=self.grid,
-                              boxes_per_cell=self.boxes_per_cell, hidden=self.hidden)
-        return _YoloV1Module(head, feature_info[-1].stride)
+        if not -len(feature_info) <= self.feature_level < len(feature_info):
+            raise RecipeError("model.head.feature_level", f"{self.feature_level} is out of range; this backbone has "
+                                                          f"{len(feature_info)} feature maps (strides "
+                                                          f"{[f.stride for f in feature_info]}), so "
+                                                          f"-{len(feature_info)}..{len(feature_info) - 1}")
+        read = feature_info[self.feature_level]
+        head = YoloV1GridHead(in_channels=read.channels, num_classes=num_classes, grid=self.grid,
+                              boxes_per_cell=self.boxes_per_cell, hidden=self.hidden,
+                              feature_level=self.feature_level)
+        return _YoloV1Module(head, read.stride)
 
 
 def yolo_v1_targets(boxes: torch.Tensor, labels: torch.Tensor, *, grid: int, image_hw: tuple[int, int]

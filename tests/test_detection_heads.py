@@ -216,6 +216,18 @@ def test_images_without_objects_give_a_finite_loss_that_backpropagates(loss):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_yolo_v1_reads_the_chosen_feature_level_and_refuses_a_missing_one():
+    from zoo.errors import RecipeError
+    from zoo.recipe import BackboneSpec
+
+    net = BackboneSpec(name="resnet10t").build().eval()  # strides 2, 4, 8, 16, 32
+    outputs = YoloV1(grid=4, hidden=16, feature_level=-3).build(net.feature_info, num_classes=3)(
+        net(torch.rand(1, 3, 32, 32)))
+    assert outputs["image_hw"].tolist() == [32, 32] and outputs["boxes"].shape == (1, 4 * 4 * 2, 4)  # 4x4 map
+    with pytest.raises(RecipeError, match=r"model.head.feature_level: -6 .*-5\.\.4"):
+        YoloV1(feature_level=-6).build(net.feature_info, num_classes=3)
+
+
 def test_sizes_grow_width_and_depth():
     from zoo.recipe import BackboneSpec
 
