@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,25 @@ def _root(recipe, folder: Path, mask_folder: Path) -> Path:
 # Extra overrides a recipe needs for its smoke run (a rendered set small enough to render in a second).
 TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["data.num_images=40"],
         "localize_shapes": ["data.num_images=40"], "detect_shapes_yolov1": ["data.num_images=40"],
-        "detect_shapes_yolo": ["data.num_images=40"], "detect_coco": ["data.image_size=32"]}
+        "detect_shapes_yolo": ["data.num_images=40"], "detect_coco": ["data.image_size=32"],
+        "caption_shapes_lstm": ["data.num_images=40", "model.head.max_length=5"],
+        "caption_shapes_transformer": ["data.num_images=40", "model.head.max_length=5"],
+        "caption_coco": ["data.image_size=32", "data.min_freq=1", "model.head.max_length=5"]}
 
 
 def _coco_paths(recipe, coco: Path) -> list[str]:
-    """A detection recipe on the user's COCO files gets a tiny rendered COCO set (boxes in annotations.json)."""
-    if not (hasattr(recipe.data, "train_json") and "boxes" in recipe.data.targets):
+    """A detection recipe on the user's COCO files gets a tiny rendered COCO set (boxes in annotations.json), a
+    captioning recipe the same images' captions as a COCO captions file."""
+    if not hasattr(recipe.data, "train_json"):
         return []
-    json_file = coco / "annotations.json"
+    if "caption" in recipe.data.targets:
+        data = json.loads((coco / "annotations.json").read_text())
+        json_file = coco / "captions.json"
+        json_file.write_text(json.dumps({"images": data["images"], "annotations": data["captions"]}))
+    elif "boxes" in recipe.data.targets:
+        json_file = coco / "annotations.json"
+    else:
+        return []
     return [f"data.images={coco}", f"data.train_json={json_file}", f"data.val_json={json_file}"]
 
 

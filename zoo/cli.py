@@ -50,7 +50,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ZooError("zoo eval needs a CHECKPOINT or --gt GT.json --dt DT.json (see zoo eval --help)")
     else:
         out = Path(args.json).parent if args.json else None
-        metrics = evaluate(args.checkpoint, split=args.split, out=out)
+        from zoo.recipe.tree import parse_override
+
+        overrides = dict(parse_override(text) for text in args.overrides)
+        metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
         print(f"{args.split} metrics of {args.checkpoint}:")
     _print_metrics(metrics)
     if args.json:
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ground truth (box mAP@[.5:.95] as map, map50, map75, per-area and per-class AP, "
                                    "computed by pycocotools).")
     p.add_argument("checkpoint", nargs="?", help="a zoo checkpoint (leave out with --gt/--dt)")
+    p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the checkpoint's recipe that keep the "
+                                                "weights' shapes, e.g. model.head.beam_size=1 data.num_workers=0")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--gt", metavar="GT.json", help="COCO ground-truth file (images, categories, annotations)")
     p.add_argument("--dt", metavar="DT.json", help="COCO results file: a JSON list of {image_id, category_id, "
