@@ -27,16 +27,17 @@ from torchvision.ops import batched_nms, box_convert
 
 from zoo.backbones.base import FeatureInfo
 from zoo.data import detection as detection_data
-from zoo.draw import GREEN, as_rgb, draw_boxes, upscale
+from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 from zoo.task import PredictOptions, Task
 
 __all__ = ["Detections", "decode_detections", "boxes_to_original", "DetectionMetrics", "predict_detections",
-           "draw_detections", "save_coco_detections", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
+           "draw_detections", "save_coco_detections", "TRUTH", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
            "YoloV1Criterion", "yolo_v1_targets", "paired_box_iou"]
 
 EVAL_OPTIONS = PredictOptions(score_threshold=0.001, iou_threshold=0.6, max_detections=100)  # COCO-style eval
+TRUTH = (255, 255, 255)  # colour of true boxes in drawings
 _PRE_NMS_TOP_K = 1000  # candidates per image kept before NMS (keeps NMS cheap on untrained models)
 
 
@@ -156,11 +157,12 @@ def predict_detections(outputs: dict[str, torch.Tensor], classes: Sequence[str],
 
 
 def draw_detections(image: np.ndarray, prediction: dict, target: dict | None, classes: Sequence[str]) -> np.ndarray:
-    """Predicted boxes with "class score" labels (one colour per class); true boxes in green when given."""
+    """Predicted boxes with "class score" labels (one colour per class); true boxes in thin white when given (white
+    is in no class's colour, so truth never reads as a prediction)."""
     picture, factor = upscale(as_rgb(image), min_side=256)
     if target is not None:
         boxes = target["boxes"].detach().cpu().numpy().reshape(-1, 4) * factor
-        picture = draw_boxes(picture, boxes, [classes[int(k)] for k in target["labels"]], colors=GREEN, width=1)
+        picture = draw_boxes(picture, boxes, [""] * len(target["labels"]), colors=TRUTH, width=1)
     found = prediction["detections"]
     boxes = np.array([d["box"] for d in found], dtype=np.float32).reshape(-1, 4) * factor
     return draw_boxes(picture, boxes, [f"{d['class']} {d['score']:.2f}" for d in found],
@@ -195,7 +197,8 @@ DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max", ma
 # --- YOLO v1 -----------------------------------------------------------------------------------------------------
 
 class YoloV1GridHead(nn.Module):
-    """The YOLO v1 output: one backbone feature map (the deepest by default) pooled to an S×S grid, each cell predicting B boxes and C classes.
+    """The YOLO v1 output: one backbone feature map (the deepest by default) pooled to an S×S grid, each cell
+    predicting B boxes and C classes.
 
     Per cell: B × (x, y, √w, √h, confidence) and C class probabilities (softmax), all in [0, 1]: x, y are the box
     centre within the cell, √w, √h the square roots of the box size relative to the image (as in the paper's loss).

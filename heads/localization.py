@@ -18,9 +18,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-from heads.detection import DETECTION, boxes_to_original, paired_box_iou
+from heads.detection import DETECTION, TRUTH, boxes_to_original, paired_box_iou
 from zoo.backbones.base import FeatureInfo
-from zoo.draw import GREEN, as_rgb, draw_boxes, upscale
+from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.recipe.spec import Range, spec
 from zoo.task import PredictOptions, Task
 
@@ -136,11 +136,11 @@ def predict_localization(outputs: dict[str, torch.Tensor], classes: Sequence[str
 
 
 def draw_localization(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
-    """The predicted box labelled "class prob"; the true box in green when given."""
+    """The predicted box labelled "class prob"; the true box in thin white when given."""
     picture, factor = upscale(as_rgb(image), min_side=192)
     if target is not None and len(target["labels"]):
         picture = draw_boxes(picture, target["boxes"].cpu().numpy().reshape(-1, 4) * factor,
-                             [classes[int(k)] for k in target["labels"]], colors=GREEN, width=1)
+                             [""] * len(target["labels"]), colors=TRUTH, width=1)
     box = np.asarray(prediction["box"], np.float32)[None] * factor
     return draw_boxes(picture, box, [f"{prediction['class']} {prediction['prob']:.2f}"], colors=[prediction["index"]])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -283,3 +284,12 @@ def test_train_eval_predict_a_tiny_detector(tmp_path):
     rows = json.loads((out / "detections.json").read_text())
     assert len(rows) == 3 and {r["image_id"] for r in rows} == {1}
     assert len(list((out / "images").glob("*.png"))) == 1
+
+
+def test_drawing_shows_predictions_and_truth_apart():
+    prediction = {"detections": [{"class": "b", "index": 1, "score": 0.9, "box": [4, 4, 20, 20]}]}
+    image = np.zeros((32, 32, 3), np.uint8)
+    alone = DETECTION.draw(image, prediction, None, ["a", "b"])
+    with_truth = DETECTION.draw(image, prediction, _target([[10, 10, 30, 30]], [0], (32, 32)), ["a", "b"])
+    assert alone.shape == with_truth.shape and alone.any()
+    assert (with_truth == 255).all(-1).sum() > (alone == 255).all(-1).sum()  # the true box, in white

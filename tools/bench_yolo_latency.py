@@ -56,8 +56,9 @@ def ultralytics_detector(num_classes: int) -> Callable[[torch.Tensor], list]:
 
     def run(x: torch.Tensor) -> list:
         out = model(x)
-        return non_max_suppression(out[0] if isinstance(out, (list, tuple)) else out, conf_thres=OPTIONS.score_threshold,
-                                   iou_thres=OPTIONS.iou_threshold, max_det=OPTIONS.max_detections)
+        out = out[0] if isinstance(out, (list, tuple)) else out  # eval mode: (decoded [N, 4 + C, A], raw levels)
+        return non_max_suppression(out, conf_thres=OPTIONS.score_threshold, iou_thres=OPTIONS.iou_threshold,
+                                   max_det=OPTIONS.max_detections)
 
     return model, run
 
