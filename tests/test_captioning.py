@@ -286,7 +286,7 @@ def test_head_specs_read_channels_and_validate():
 
 def test_train_eval_greedy_and_beam_predict(tmp_path):
     from zoo.cli import main
-    from zoo.engine import evaluate, predict, train
+    from zoo.engine import evaluate, load_module, predict, train
 
     recipe = Recipe(
         name="tiny_caption",
@@ -307,6 +307,10 @@ def test_train_eval_greedy_and_beam_predict(tmp_path):
     assert main(["eval", str(ckpt), "model.head.beam_size=1", "--split", "val", "--json",
                  str(tmp_path / "g.json")]) == 0
     assert json.loads((tmp_path / "g.json").read_text()) == pytest.approx(greedy)
+    assert main(["eval", str(ckpt), "model.head.beam_sise=1"]) == 2  # overrides are checked like a recipe's
+    head = load_module(ckpt, {"model.head.max_length": 1}).model.head  # the override reaches the decoder
+    features = [torch.randn(2, head.project[0].in_channels, 2, 2)]  # level -1: the last map
+    assert head.max_length == 1 and head(features, None)["tokens"].shape[1] == 1
 
     image = tmp_path / "one.png"
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(image)

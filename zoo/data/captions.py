@@ -117,9 +117,12 @@ def _check_captions(image_id: Any, texts: list[Any], where: str) -> list[str]:
 
 @spec
 class ShapesCaptionData(ShapesData):
-    """The embedded shapes set with its ``annotations.json`` captions (two per image)."""
+    """The embedded shapes set with its ``annotations.json`` captions (two per image).
 
-    max_objects: Annotated[int, Range(ge=1)] = 1  # objects per image (1..max_objects); see docs/captioning.md
+    One object per image (the default) gives "a small red circle in the top left"; ``max_objects=2`` gives
+    relations ("a small red circle above a large blue square"); three or more give lists of objects.
+    """
+
     min_freq: Annotated[int, Range(ge=1)] = 1  # words seen fewer times in training captions become <unk>
 
     targets = ("caption",)
