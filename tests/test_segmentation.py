@@ -346,6 +346,23 @@ def test_coco_polygons_and_rle_are_rasterised(tmp_path):
     assert np.array_equal(mask == IGNORE_INDEX, np.pad(np.ones((5, 5), bool), ((15, 0), (0, 25))))  # crowd
 
 
+def test_coco_adapter_reproduces_the_shapes_masks():
+    """The shapes set's COCO polygons (drawn in file order, later objects on top) give its rendered masks, up to the
+    circles' 32-gon approximation at the edges."""
+    from zoo.data.shapes import shapes_root
+
+    shapes = ShapesSegmentationData(num_images=20)
+    root = shapes_root(shapes.config(), shapes.cache_dir)
+    json_path = str(root / "annotations.json")
+    coco = CocoSegmentationData(images=str(root), train_json=json_path, val_json=json_path).setup()
+    assert coco.classes == shapes.static_classes()
+    agreement = []
+    for i in range(len(coco.train)):
+        _, mask = coco.train.load(i)
+        agreement.append((mask == load_mask(root / "masks" / coco.train.images[i].name)).mean())
+    assert min(agreement) > 0.98 and np.mean(agreement) > 0.995
+
+
 def test_coco_size_disagreement_is_an_error(tmp_path):
     path = _coco_file(tmp_path)
     data = json.loads(path.read_text())
