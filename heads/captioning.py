@@ -284,6 +284,8 @@ CAPTIONING = Task(name="captioning", target="caption", monitor="cider", mode="ma
 
 @spec
 class LstmCaptioner:
+    """Show-and-Tell LSTM decoder (:class:`LstmCaptionHead`) on the backbone's pooled deepest feature map."""
+
     num_classes: Annotated[int, Range(ge=5)] | None = None  # vocabulary size; None: the data's vocabulary
     embed_dim: Annotated[int, Range(ge=1)] = 256  # word (and projected image) embedding width
     hidden: Annotated[int, Range(ge=1)] = 512  # LSTM state width
@@ -304,6 +306,8 @@ class LstmCaptioner:
 
 @spec
 class TransformerCaptioner:
+    """Transformer decoder (:class:`TransformerCaptionHead`) cross-attending to one backbone feature grid."""
+
     num_classes: Annotated[int, Range(ge=5)] | None = None  # vocabulary size; None: the data's vocabulary
     level: int = -1  # backbone feature map the decoder attends to (-1: deepest; -2: the one before, finer grid)
     dim: Annotated[int, Range(ge=2)] = 256  # transformer width (must divide by heads)
@@ -348,6 +352,8 @@ class _MaskedCrossEntropy(nn.Module):
 
 @spec
 class CaptionCrossEntropy:
+    """Cross-entropy of the teacher-forced logits against the next words; ``<pad>`` positions never count."""
+
     label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0  # mass spread evenly over the vocabulary
 
     task: ClassVar[Task] = CAPTIONING
