@@ -230,21 +230,25 @@ def predict_reconstructions(outputs: dict[str, torch.Tensor], classes: Sequence[
 
 
 def draw_reconstruction(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
-    """clean input | noisy input | reconstruction (with a target whose image differs from the input), otherwise
-    input | reconstruction; the reconstruction's PSNR against the input beneath."""
+    """clean input | noisy input | reconstruction, with the reconstruction's PSNR against the clean image beneath
+    (given a target whose image differs from the input); otherwise input | reconstruction, PSNR against the input."""
     recon = as_rgb(decode_png(prediction["reconstruction_png"]))
     shown = as_rgb(image)
     if shown.shape[:2] != recon.shape[:2]:  # zoo predict draws on the original image
         shown = np.asarray(Image.fromarray(shown).resize(recon.shape[1::-1], Image.BILINEAR))
     panels, header = [shown, recon], "input | reconstruction"
+    score = f"psnr {prediction['psnr']:.1f} dB vs input"
     if target is not None:
         clean = to_uint8(torch.as_tensor(target)[None])[0]
         if np.abs(clean.astype(int) - image.astype(int)).max() > 1:
             panels, header = [as_rgb(clean), shown, recon], "clean | noisy input | reconstruction"
+            error = decode_png(prediction["reconstruction_png"]).reshape(clean.shape) / 255.0 - clean / 255.0
+            mse = float(np.mean(error ** 2))
+            score = f"psnr {10 * math.log10(1 / max(mse, 1e-10)):.1f} dB vs clean"
     gap = np.full((recon.shape[0], 2, 3), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     picture, _ = upscale(row, min_side=96)
-    return text_below(picture, [header, f"psnr {prediction['psnr']:.1f} dB vs input"], [BLACK, BLACK])
+    return text_below(picture, [header, score], [BLACK, BLACK])
 
 
 def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: Path) -> list[Path]:

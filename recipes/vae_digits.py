@@ -13,7 +13,7 @@ recipe = Recipe(
     name="vae_digits",
     data=DigitsData(batch_size=64),
     # A small latent and beta > 1 keep the posterior close to the prior, so prior samples look like digits
-    # (latent 16, beta 1: classifier confidence 0.70; latent 8, beta 1.5: 0.76 -- docs/autoencoders.md).
+    # (latent 16, beta 1: classifier confidence 0.70; latent 8, beta 1.5: 0.76-0.77 -- docs/autoencoders.md).
     model=BackboneSpec(name="lenet5", in_chans=1) | Vae(latent=8, width=64, likelihood="bernoulli"),
     loss=VaeLoss(beta=1.5, warmup=0.2),
     optim=Optim(name="adam", lr=2e-3, weight_decay=0.0),
