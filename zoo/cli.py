@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "computed by pycocotools).")
     p.add_argument("checkpoint", nargs="?", help="a zoo checkpoint (leave out with --gt/--dt)")
     p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the checkpoint's recipe that keep the "
-                                                "weights' shapes, e.g. model.head.beam_size=1 data.num_workers=0")
+                                                "weights' shapes, e.g. model.head.beam_size=1 data.num_workers=0; "
+                                                "right after CHECKPOINT, before any --option")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--gt", metavar="GT.json", help="COCO ground-truth file (images, categories, annotations)")
     p.add_argument("--dt", metavar="DT.json", help="COCO results file: a JSON list of {image_id, category_id, "
