@@ -34,7 +34,7 @@ TORCHVISION_SAMPLE = [
     "torchvision/efficientnet_b0", "torchvision/alexnet",
     "torchvision/vgg11",  # a map at stride 1
 ]
-# A ViT built for one input size (like vit_tiny_patch16_224 and most pretrained ViTs) runs only at that size.
+# A ViT at its native size; built with dynamic_img_size=True it also takes other multiples of its patch size.
 FIXED_SIZE = {"test_vit3": (3, 160, 160)}
 
 INPUTS: dict[str, tuple[int, int, int]] = {
@@ -118,15 +118,7 @@ def test_every_trainable_parameter_gets_a_finite_gradient(name: str) -> None:
     assert not run.non_finite, f"non-finite gradients: {run.non_finite[:5]}"
 
 
-def _stride_cases() -> list:
-    cases = [name for name in INPUTS if name not in FIXED_SIZE]
-    reason = ("timm ViTs built without dynamic_img_size accept only their native input size, so their stride is not "
-              "an increment; create_timm_features could pass dynamic_img_size=True to the models that take it")
-    cases += [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason)) for name in FIXED_SIZE]
-    return cases
-
-
-@pytest.mark.parametrize("name", _stride_cases())
+@pytest.mark.parametrize("name", list(INPUTS))
 def test_strides_are_exact_increments(name: str) -> None:
     """``FeatureInfo.stride``: growing the input by ``k * stride`` pixels grows the map by exactly ``k`` cells."""
     run = _contract_run(name)
@@ -205,8 +197,6 @@ def test_unknown_name_without_close_match(name: str, bad: str) -> None:
     assert isinstance(info.value, ZooError)
 
 
-@pytest.mark.xfail(strict=True, reason="zoo/errors.py: UnknownNameError names no valid value when nothing is "
-                                       "close; with three sources it could list them all")
 def test_unknown_source_lists_the_sources() -> None:
     with pytest.raises(UnknownNameError) as info:
         resolve_backbone("nosource/x")

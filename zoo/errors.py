@@ -29,8 +29,14 @@ class UnknownNameError(ZooError, KeyError):
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
         self.kind, self.name = kind, name
+        known = list(known)
         self.suggestions = close_matches(name, known)
-        hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        if self.suggestions:
+            hint = f"; did you mean {', '.join(map(repr, self.suggestions))}?"
+        elif len(known) <= 12:  # a short list (sources, schedule names) is shown whole
+            hint = f"; valid: {', '.join(map(repr, sorted(known)))}"
+        else:
+            hint = ""
         super().__init__(f"unknown {kind} {name!r}{hint}")
 
     def __str__(self) -> str:  # KeyError would quote the whole message

@@ -6,6 +6,7 @@ import functools
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ def create_timm_features(
     if weights_file is not None:
         kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights_file)}}
     try:
-        body = timm.create_model(name, features_only=True, in_chans=in_chans, **kwargs)
+        body = _create(timm, name, in_chans=in_chans, **kwargs)
     except RuntimeError as e:  # strict load of a file with other keys
         raise ZooError(f"timm could not load {weights_file} into {name}: {str(e).splitlines()[0]}") from e
     except Exception as e:  # some architectures have no features_only support; checkpoint filters fail on alien files
@@ -56,6 +57,17 @@ def create_timm_features(
     fi = body.feature_info
     info = [FeatureInfo(c, r, m) for c, r, m in zip(fi.channels(), fi.reduction(), fi.module_name())]
     return body, info
+
+
+def _create(timm: Any, name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(features_only=True)``; vision transformers get ``dynamic_img_size=True`` so they take any
+    input size that is a multiple of their patch (position embeddings are interpolated), like the conv nets."""
+    try:
+        return timm.create_model(name, features_only=True, dynamic_img_size=True, **kwargs)
+    except TypeError as e:  # the architecture has no such argument
+        if "dynamic_img_size" not in str(e):
+            raise
+    return timm.create_model(name, features_only=True, **kwargs)
 
 
 def _check_loaded(body: nn.Module, weights_file: Path, name: str) -> None:
