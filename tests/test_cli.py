@@ -58,6 +58,8 @@ def test_train_eval_predict(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "top1" in printed and str(out) in printed
+    epoch_line = next(line for line in printed.splitlines() if line.startswith("epoch 1/1"))
+    assert "val/top1=" in epoch_line and "train/loss=" in epoch_line  # this epoch's numbers, not the previous one's
     assert {"best.ckpt", "last.ckpt", "metrics.json"} <= {p.name for p in out.iterdir()}
 
     assert main(["eval", str(out / "best.ckpt"), "--split", "val", "--json", str(tmp_path / "m.json")]) == 0

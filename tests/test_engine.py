@@ -164,20 +164,12 @@ def test_batch_limits_follow_lightning_int_count_float_fraction(value, lightning
 
 def test_limit_test_batches_bounds_evaluation(trained_checkpoint, monkeypatch):
     from zoo.engine import ZooModule
-    from zoo.engine import run
 
     calls = []
     original = ZooModule.test_step
     monkeypatch.setattr(ZooModule, "test_step", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
     evaluate(trained_checkpoint)
     full = len(calls)
-    real_load = run.load_module
-    monkeypatch.setattr(run, "load_module", lambda ckpt: _with_test_limit(real_load(ckpt), 2))
     calls.clear()
-    evaluate(trained_checkpoint)
+    evaluate(trained_checkpoint, overrides={"trainer.limit_test_batches": 2})
     assert full > 2 and len(calls) == 2
-
-
-def _with_test_limit(module, limit):
-    module.recipe = module.recipe.override(**{"trainer.limit_test_batches": limit})
-    return module

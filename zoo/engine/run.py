@@ -44,11 +44,14 @@ def _quiet_lightning() -> None:
 
 
 class EpochLine(L.Callback):
-    """One line per validated epoch, for logs that are not a terminal (where a progress bar would flood)."""
+    """One line per epoch, for logs that are not a terminal (where a progress bar would flood).
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    Printed at the end of the training epoch, which Lightning reaches after that epoch's validation and after the
+    module has logged its metrics (a callback's ``on_validation_epoch_end`` runs before the module's, so it would
+    show the previous epoch's numbers).
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         shown = {k: float(v) for k, v in trainer.callback_metrics.items()
                  if k.startswith(("train/", "val/")) and k.count("/") == 1}
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
