@@ -31,7 +31,8 @@ from zoo.data.base import DataSplits, ImageData, stratified_split
 from zoo.data.coco import load_coco
 from zoo.data.detection import CocoDetectionData
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
-from zoo.data.shapes import SHAPE_CLASSES, ShapesConfig, shapes_root
+from zoo.data.shapes import SHAPE_CLASSES, shapes_root
+from zoo.data.shapes_data import ShapesData
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
 
@@ -161,26 +162,13 @@ def pair_masks(image_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path]]
 
 
 @spec
-class ShapesSegmentationData(ImageData):
+class ShapesSegmentationData(ShapesData):
     """The embedded shapes set (``zoo.data.shapes``) with its masks: background, circle, square, triangle."""
 
     num_images: Annotated[int, Range(ge=10)] = 1000  # images rendered
-    render_size: Annotated[int, Range(ge=32)] = 64  # side of the rendered images in pixels
     max_objects: Annotated[int, Range(ge=1)] = 3  # objects per image (1..max_objects)
-    shapes_seed: int = 0  # seeds the renderer: the same settings give the same files
-    image_size: Annotated[int, Range(ge=8)] = 64  # model input side (images are resized to it)
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.25, 0.25, 0.25)
-    val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15  # share of images for validation
-    test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15  # share of images for testing
-    split_seed: int = 0  # seeds the split
-    cache_dir: str | None = None  # where the rendered set lives (default $ZOO_CACHE or ~/.cache/zoo)
 
     targets = ("mask",)
-
-    def config(self) -> ShapesConfig:
-        return ShapesConfig(num_images=self.num_images, image_size=self.render_size,
-                            max_objects=self.max_objects, seed=self.shapes_seed)
 
     def static_classes(self) -> tuple[str, ...]:
         return ("background", *SHAPE_CLASSES)
