@@ -15,7 +15,6 @@ import base64
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -31,44 +30,11 @@ from zoo.backbones.base import FeatureInfo
 from zoo.draw import BLACK, as_rgb, text_below, upscale
 from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task
 
 __all__ = ["ImageGeometry", "ImageDecoder", "AutoencoderHead", "Autoencoder", "ReconstructionLoss",
-           "ReconstructionMetrics", "AUTOENCODING", "finish_image_target", "predict_reconstructions",
+           "ReconstructionMetrics", "AUTOENCODING", "predict_reconstructions",
            "draw_reconstruction", "save_reconstructions", "decode_png", "to_uint8"]
-
-
-@dataclass(frozen=True)
-class ImageGeometry:
-    """What an image decoder takes from the data adapter: output side, channels, and the input normalisation."""
-
-    size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @staticmethod
-    def of(data: Any) -> ImageGeometry:
-        return ImageGeometry(size=data.image_size, channels=data.channels, mean=tuple(data.mean), std=tuple(data.std))
-
-    def unnormalise(self, images: torch.Tensor) -> torch.Tensor:
-        """Model inputs ``[N, C, H, W]`` (normalised) → pixels in [0, 1]."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).reshape(shape)
-        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).reshape(shape)
-        return (images * std + mean).clamp(0, 1)
-
-
-@dataclass(frozen=True)
-class DataBoundHead:
-    """A head spec completed with the data's :class:`ImageGeometry` (what ``with_data`` returns to the engine)."""
-
-    spec: Any
-    geometry: ImageGeometry
-    num_classes: None = None
-
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> nn.Module:
-        return self.spec.build(feature_info, num_classes=num_classes, geometry=self.geometry)
 
 
 def decoder_plan(feature_info: Sequence[FeatureInfo], size: int) -> tuple[int, int]:
@@ -127,8 +93,6 @@ class AutoencoderHead(nn.Module):
             to at most 4x4, flattened and projected to this many units (the code), then to the start grid.
     """
 
-    takes_images = True
-
     def __init__(self, *, in_channels: int, geometry: ImageGeometry, grid: int, stages: int, width: int,
                  bottleneck: int | None) -> None:
         super().__init__()
@@ -144,7 +108,8 @@ class AutoencoderHead(nn.Module):
         self.bottleneck = bottleneck
         self.decoder = ImageDecoder(width=width, stages=stages, out_channels=geometry.channels, size=geometry.size)
 
-    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor, target: Any = None
+                ) -> dict[str, torch.Tensor]:
         deepest = features[-1]  # [N, C, h, w]
         if self.bottleneck is None:
             grid = self.entry(F.adaptive_avg_pool2d(deepest, self.grid))
@@ -189,18 +154,6 @@ class ReconstructionMetrics(nn.Module):
 
 # ---- samples, predictions, pictures -------------------------------------------------------------------------------
 
-def finish_image_target(out: dict, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model input (normalised, after any input-only noise) and the clean image in [0, 1] as ``float [C, H, W]``."""
-    pixels = out["pixels"]
-    if pixels.dtype == np.uint8:
-        clean = torch.from_numpy(np.ascontiguousarray(pixels)).float().div_(255)
-    else:  # albumentations' float images are in [0, 1]
-        clean = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
-    if clean.ndim == 2:
-        clean = clean[..., None]
-    return out["image"], clean.permute(2, 0, 1).contiguous()
-
-
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``[N, C, H, W]`` in [0, 1] → ``uint8 [N, H, W, C]``."""
     return (images.detach().float().cpu().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
@@ -218,8 +171,7 @@ def decode_png(text: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
 
 
-def predict_reconstructions(outputs: dict[str, torch.Tensor], classes: Sequence[str],
-                            options: PredictOptions) -> list[dict]:
+def predict_reconstructions(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry) -> list[dict]:
     """Per image: ``mse`` and ``psnr`` (dB) of the reconstruction against the model input (both in [0, 1], at the
     model's input size) and the reconstruction as a base64 PNG (``reconstruction_png``)."""
     recon, inputs = outputs["recon"].float(), outputs["input"].float()
@@ -263,16 +215,14 @@ def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: P
     return written
 
 
-AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max",
-                    make_metrics=ReconstructionMetrics, predict=predict_reconstructions,
-                    finish_sample=finish_image_target, draw=draw_reconstruction,
-                    save_predictions=save_reconstructions)
+AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max", metrics=("mse", "psnr"),
+                    make_metrics=lambda head: ReconstructionMetrics(), predict=predict_reconstructions,
+                    draw=draw_reconstruction, save_predictions=save_reconstructions)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------
 
-def check_geometry(data: Any, role: str) -> ImageGeometry:
-    geometry = ImageGeometry.of(data)
+def check_geometry(geometry: ImageGeometry, role: str) -> ImageGeometry:
     if geometry.size < 8:
         raise RecipeError("data.image_size", f"is {geometry.size}; the {role} decoder needs at least 8 pixels")
     return geometry
@@ -285,11 +235,9 @@ class Autoencoder:
     num_classes: ClassVar[None] = None  # autoencoders have no classes
     task: ClassVar[Task] = AUTOENCODING
 
-    def with_data(self, data: Any) -> DataBoundHead:
-        return DataBoundHead(self, check_geometry(data, "autoencoder"))
-
     def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
               geometry: ImageGeometry) -> AutoencoderHead:
+        check_geometry(geometry, "autoencoder")
         grid, stages = decoder_plan(feature_info, geometry.size)
         return AutoencoderHead(in_channels=feature_info[-1].channels, geometry=geometry, grid=grid, stages=stages,
                                width=self.width or feature_info[-1].channels, bottleneck=self.bottleneck)
@@ -314,5 +262,5 @@ class ReconstructionLoss:
 
     task: ClassVar[Task] = AUTOENCODING
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return _ReconstructionLoss(self.name)

@@ -22,49 +22,17 @@ from torch import nn
 
 from heads.caption_metrics import cider_d, corpus_bleu
 from zoo.backbones.base import FeatureInfo
-from zoo.data.captions import BOS, EOS, PAD, decode
+from zoo.data.captions import BOS, EOS, PAD, CaptionBatch, decode
 from zoo.draw import BLACK, GREEN, as_rgb, text_below, upscale
 from zoo.recipe.spec import Range, spec
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task, check_level
 
-__all__ = ["CaptionBatch", "collate_captions", "greedy_decode", "beam_search", "LstmCaptionHead",
+__all__ = ["CaptionBatch", "greedy_decode", "beam_search", "LstmCaptionHead",
            "TransformerCaptionHead", "LstmCaptioner", "TransformerCaptioner", "CaptionCrossEntropy",
            "CaptionMetrics", "CAPTIONING"]
 
 Memory = tuple[torch.Tensor, ...]  # what a head's encoder gives the decoding steps; batch first in every tensor
 StepFn = Callable[[Memory, torch.Tensor], torch.Tensor]  # (memory, prefix [B, t]) -> next-token logits [B, V]
-
-
-@dataclass
-class CaptionBatch:
-    """The targets of a batch: padded ``tokens [N, T]`` and every image's reference captions (word lists)."""
-
-    tokens: torch.Tensor
-    references: list[list[list[str]]]
-
-    def __len__(self) -> int:
-        return len(self.references)
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):  # the evaluation grid takes the first images of a batch
-            return CaptionBatch(self.tokens[index], self.references[index])
-        return self.references[index]
-
-    def __iter__(self):
-        return iter(self.references)
-
-    def to(self, device: Any, **kwargs: Any) -> CaptionBatch:  # Lightning moves batches with .to
-        return CaptionBatch(self.tokens.to(device, **kwargs), self.references)
-
-
-def collate_captions(samples: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, CaptionBatch]:
-    """``(image, {"tokens", "references"})`` samples → ``(images [N, C, H, W], CaptionBatch)``."""
-    images = torch.stack([image for image, _ in samples])
-    width = max(len(t["tokens"]) for _, t in samples)
-    tokens = torch.full((len(samples), width), PAD, dtype=torch.int64)
-    for i, (_, t) in enumerate(samples):
-        tokens[i, :len(t["tokens"])] = torch.as_tensor(t["tokens"])
-    return images, CaptionBatch(tokens, [t["references"] for _, t in samples])
 
 
 @torch.no_grad()
@@ -121,9 +89,8 @@ def beam_search(step: StepFn, memory: Memory, *, beam_size: int, max_length: int
 
 
 class _Decoding(nn.Module):
-    """What both decoders share: teacher forcing in training, greedy/beam decoding when not training."""
-
-    takes_targets = True
+    """What both decoders share: ``forward`` encodes the image (``memory``) and, given the target captions, gives
+    the teacher-forced ``logits``; :meth:`generate` decodes (greedy or beam search) outside the graph."""
 
     def __init__(self, *, max_length: int, beam_size: int, length_penalty: float) -> None:
         super().__init__()
@@ -145,11 +112,17 @@ class _Decoding(nn.Module):
         return beam_search(self.step, memory, beam_size=self.beam_size, max_length=self.max_length,
                            length_penalty=self.length_penalty)
 
-    def forward(self, features: list[torch.Tensor], targets: CaptionBatch | None) -> dict[str, torch.Tensor | None]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None,
+                target: CaptionBatch | None = None) -> dict[str, torch.Tensor]:
         memory = self.encode(features)
-        logits = None if targets is None else self.logits(memory, targets.tokens[:, :-1])  # [N, T-1, V]
-        tokens = None if self.training else self.generate(memory)  # [N, L]
-        return {"logits": logits, "tokens": tokens}
+        out = {"memory": memory[0]}  # [N, ...]: what generate() decodes from
+        if target is not None:
+            out["logits"] = self.logits(memory, target.tokens[:, :-1])  # [N, T-1, V]
+        return out
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``tokens [N, L]`` (no ``<bos>``; ``<eos>`` then padding) generated from ``forward``'s ``memory``."""
+        return self.generate((outputs["memory"],))
 
 
 class LstmCaptionHead(_Decoding):
@@ -240,14 +213,14 @@ def _words(tokens: torch.Tensor, vocabulary: Sequence[str]) -> list[list[str]]:
 class CaptionMetrics(nn.Module):
     """``bleu1``..``bleu4`` and ``cider`` (CIDEr-D) of the decoded captions against every reference caption."""
 
-    def __init__(self, classes: Sequence[str]) -> None:
+    def __init__(self, classes: Sequence[str], decode: Callable[[dict], torch.Tensor]) -> None:
         super().__init__()
-        self.vocabulary = list(classes)
+        self.vocabulary, self.decode = list(classes), decode
         self.candidates: list[list[str]] = []
         self.references: list[list[list[str]]] = []
 
     def update(self, outputs: dict[str, torch.Tensor], targets: CaptionBatch) -> None:
-        self.candidates += _words(outputs["tokens"], self.vocabulary)
+        self.candidates += _words(self.decode(outputs), self.vocabulary)
         self.references += targets.references
 
     def compute(self) -> dict[str, float]:
@@ -263,9 +236,9 @@ class CaptionMetrics(nn.Module):
         return []
 
 
-def predict_captions(outputs: dict[str, torch.Tensor], classes: Sequence[str], options: PredictOptions) -> list[dict]:
-    """Decoded ``tokens [N, L]`` → ``{"caption": "a small red circle ..."}`` per image."""
-    return [{"caption": " ".join(words)} for words in _words(outputs["tokens"], classes)]
+def predict_captions(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry) -> list[dict]:
+    """The head's decoding (beam search or greedy, as its spec says) → ``{"caption": "a small red ..."}`` per image."""
+    return [{"caption": " ".join(words)} for words in _words(head.module.decode(outputs), head.classes)]
 
 
 def draw_caption(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
@@ -278,8 +251,10 @@ def draw_caption(image: np.ndarray, prediction: dict, target: Any, classes: Sequ
     return text_below(picture, lines, colors)
 
 
-CAPTIONING = Task(name="captioning", target="caption", monitor="cider", mode="max", make_metrics=CaptionMetrics,
-                  predict=predict_captions, collate=collate_captions, draw=draw_caption)
+CAPTIONING = Task(name="captioning", target="caption", monitor="cider", mode="max",
+                  metrics=("bleu1", "bleu2", "bleu3", "bleu4", "cider"),
+                  make_metrics=lambda head: CaptionMetrics(head.classes, head.module.decode),
+                  predict=predict_captions, draw=draw_caption)
 
 
 @spec
@@ -297,7 +272,8 @@ class LstmCaptioner:
 
     task: ClassVar[Task] = CAPTIONING
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> LstmCaptionHead:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> LstmCaptionHead:
         return LstmCaptionHead(in_channels=feature_info[-1].channels, vocab_size=num_classes,
                                embed_dim=self.embed_dim, hidden=self.hidden, layers=self.layers,
                                dropout=self.dropout, max_length=self.max_length, beam_size=self.beam_size,
@@ -325,15 +301,11 @@ class TransformerCaptioner:
         from zoo.errors import RecipeError
 
         if self.dim % self.heads:
-            raise RecipeError("model.head.dim", f"{self.dim} is not divisible by model.head.heads={self.heads}")
+            raise RecipeError("dim", f"{self.dim} is not divisible by heads={self.heads}")
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> TransformerCaptionHead:
-        if not -len(feature_info) <= self.level < len(feature_info):
-            from zoo.errors import RecipeError
-
-            raise RecipeError("model.head.level", f"{self.level} but the backbone has {len(feature_info)} feature "
-                                                  f"maps (valid: {-len(feature_info)}..{len(feature_info) - 1})")
-        return TransformerCaptionHead(in_channels=feature_info[self.level].channels, vocab_size=num_classes,
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> TransformerCaptionHead:
+        return TransformerCaptionHead(in_channels=check_level(feature_info, self.level).channels, vocab_size=num_classes,
                                       level=self.level, dim=self.dim, heads=self.heads, layers=self.layers,
                                       ffn=self.ffn, dropout=self.dropout, max_length=self.max_length,
                                       beam_size=self.beam_size, length_penalty=self.length_penalty)
@@ -358,5 +330,5 @@ class CaptionCrossEntropy:
 
     task: ClassVar[Task] = CAPTIONING
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return _MaskedCrossEntropy(self.label_smoothing)

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from zoo.backbones.base import FeatureInfo
 from zoo.recipe.spec import Range, spec
 from zoo.draw import BLACK, GREEN, RED, as_rgb, text_below, upscale
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task
 
 __all__ = ["ClassifierHead", "Classifier", "CrossEntropy", "ClassificationMetrics", "CLASSIFICATION"]
 
@@ -46,7 +46,8 @@ class ClassifierHead(nn.Module):
         layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> torch.Tensor:
         return self.mlp(self.pool(features[-1]))  # [N, num_classes]
 
 
@@ -105,10 +106,12 @@ class ClassificationMetrics(nn.Module):
         return [path]
 
 
-def predict_topk(outputs: torch.Tensor, classes: Sequence[str], options: PredictOptions) -> list[dict]:
-    """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first."""
+def predict_topk(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> list[dict]:
+    """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first (``top_k`` of the
+    head spec, default 5)."""
+    classes = head.classes
     probs = outputs.float().softmax(dim=1)
-    p, idx = probs.topk(min(options.top_k, probs.shape[1]), dim=1)
+    p, idx = probs.topk(min(getattr(head.spec, "top_k", 5), probs.shape[1]), dim=1)
     return [{"top_k": [{"class": classes[i], "index": i, "prob": round(q, 6)} for q, i in zip(pr.tolist(), ix.tolist())]}
             for pr, ix in zip(p, idx)]
 
@@ -126,8 +129,16 @@ def draw_class(image: np.ndarray, prediction: dict, target: Any, classes: Sequen
     return text_below(picture, lines, colors)
 
 
-CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max",
-                      make_metrics=ClassificationMetrics, predict=predict_topk, draw=draw_class)
+def explain_class(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, int, float]:
+    """The first image's logit of class ``k`` (default: the predicted class) and its probability."""
+    logits = outputs[0]
+    k = int(logits.argmax()) if k is None else k
+    return logits[k], k, float(logits.detach().float().softmax(0)[k])
+
+
+CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
+                      per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
+                      predict=predict_topk, explain=explain_class, draw=draw_class)
 
 
 @spec
@@ -136,10 +147,12 @@ class Classifier:
     hidden: tuple[int, ...] = ()  # hidden layer widths of the MLP; () for a linear classifier
     dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # dropout before each linear layer
     pool: Literal["avg", "max"] = "avg"  # global pooling of the deepest feature map
+    top_k: Annotated[int, Range(ge=1)] = 5  # predict: classes listed per image, best first
 
     task: ClassVar[Task] = CLASSIFICATION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> ClassifierHead:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> ClassifierHead:
         return ClassifierHead(in_channels=feature_info[-1].channels, num_classes=num_classes, hidden=self.hidden,
                               dropout=self.dropout, pool=self.pool)
 
@@ -159,5 +172,5 @@ class CrossEntropy:
 
     task: ClassVar[Task] = CLASSIFICATION
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return _CrossEntropyLoss(self.label_smoothing)

@@ -26,17 +26,16 @@ from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from zoo.backbones.base import FeatureInfo
-from zoo.data import detection as detection_data
 from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task, check_level
 
 __all__ = ["Detections", "decode_detections", "boxes_to_original", "DetectionMetrics", "predict_detections",
            "draw_detections", "save_coco_detections", "TRUTH", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
            "YoloV1Criterion", "yolo_v1_targets", "paired_box_iou"]
 
-EVAL_OPTIONS = PredictOptions(score_threshold=0.001, iou_threshold=0.6, max_detections=100)  # COCO-style eval
+EVAL_NMS = {"score_threshold": 0.001, "iou_threshold": 0.6, "max_detections": 100}  # COCO-style evaluation
 TRUTH = (255, 255, 255)  # colour of true boxes in drawings
 _PRE_NMS_TOP_K = 1000  # candidates per image kept before NMS (keeps NMS cheap on untrained models)
 
@@ -50,23 +49,24 @@ class Detections:
     labels: torch.Tensor
 
 
-def decode_detections(outputs: dict[str, torch.Tensor], options: PredictOptions) -> list[Detections]:
+def decode_detections(outputs: dict[str, torch.Tensor], *, score_threshold: float = 0.25,
+                      iou_threshold: float = 0.45, max_detections: int = 100) -> list[Detections]:
     """Head outputs → per-image detections after score threshold and class-wise NMS (``batched_nms``).
 
-    Every (box, class) pair above ``options.score_threshold`` is a candidate (a box may be kept for two classes);
-    the best ``_PRE_NMS_TOP_K`` go through NMS at ``options.iou_threshold``; ``options.max_detections`` remain.
+    Every (box, class) pair above ``score_threshold`` is a candidate (a box may be kept for two classes); the best
+    ``_PRE_NMS_TOP_K`` go through NMS at ``iou_threshold``; ``max_detections`` remain.
     """
     boxes_all, scores_all = outputs["boxes"].detach().float(), outputs["scores"].detach().float()
     num_classes = scores_all.shape[-1]
     result = []
     for boxes, scores in zip(boxes_all, scores_all):  # [A, 4], [A, C]
         flat = scores.flatten()
-        keep = (flat > options.score_threshold).nonzero().squeeze(1)
+        keep = (flat > score_threshold).nonzero().squeeze(1)
         if keep.numel() > _PRE_NMS_TOP_K:
             keep = keep[flat[keep].topk(_PRE_NMS_TOP_K).indices]
         box_index, labels = keep // num_classes, keep % num_classes
         picked_boxes, picked_scores = boxes[box_index], flat[keep]
-        kept = batched_nms(picked_boxes, picked_scores, labels, options.iou_threshold)[:options.max_detections]
+        kept = batched_nms(picked_boxes, picked_scores, labels, iou_threshold)[:max_detections]
         result.append(Detections(picked_boxes[kept], picked_scores[kept], labels[kept]))
     return result
 
@@ -113,7 +113,7 @@ class DetectionMetrics(nn.Module):
         self._found: list[Detections] = []
 
     def update(self, outputs: dict[str, torch.Tensor], targets: Sequence[dict]) -> None:
-        for t, d in zip(targets, decode_detections(outputs, EVAL_OPTIONS)):
+        for t, d in zip(targets, decode_detections(outputs, **EVAL_NMS)):
             size = tuple(t.get("size", (0, 0)))  # the model input (H, W): informational for box AP
             self._truth.append((t["boxes"].detach().cpu(), t["labels"].detach().cpu(), size))
             self._found.append(Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()))
@@ -138,18 +138,21 @@ class DetectionMetrics(nn.Module):
         return [plot_pr_curves(self._last, self.classes, Path(out_dir) / "pr_curves.png")]
 
 
-def predict_detections(outputs: dict[str, torch.Tensor], classes: Sequence[str],
-                       options: PredictOptions) -> list[dict]:
-    """Per image ``{"detections": [{"class", "index", "score", "box": [x1, y1, x2, y2]}, ...]}``, best first.
+def predict_detections(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry) -> list[dict]:
+    """Per image ``{"detections": [{"class", "index", "score", "box": [x1, y1, x2, y2]}, ...]}``, best first, with the
+    head spec's ``score_threshold``, ``iou_threshold`` and ``max_detections``.
 
-    Boxes are in original-image pixels when ``options.image_sizes`` is given, else in model-input pixels.
+    Boxes are in original-image pixels when ``geometry.image_sizes`` is given, else in model-input pixels.
     """
+    classes, spec_ = head.classes, head.spec
     results = []
-    for i, d in enumerate(decode_detections(outputs, options)):
+    found = decode_detections(outputs, score_threshold=spec_.score_threshold, iou_threshold=spec_.iou_threshold,
+                              max_detections=spec_.max_detections)
+    for i, d in enumerate(found):
         boxes = d.boxes
-        if options.image_sizes is not None:
-            boxes = boxes_to_original(boxes, input_size=options.input_size, image_size=options.image_sizes[i],
-                                      resize=options.resize)
+        if geometry.image_sizes is not None:
+            boxes = boxes_to_original(boxes, input_size=geometry.input_size, image_size=geometry.image_sizes[i],
+                                      resize=geometry.resize)
         results.append({"detections": [
             {"class": classes[k], "index": k, "score": round(s, 5), "box": [round(v, 2) for v in box]}
             for box, s, k in zip(boxes.tolist(), d.scores.tolist(), d.labels.tolist())]})
@@ -187,11 +190,30 @@ def save_coco_detections(results: list[dict], classes: Sequence[str], out_dir: P
     return paths
 
 
-DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max", make_metrics=DetectionMetrics,
-                 predict=predict_detections, collate=detection_data.collate,
-                 pipeline_inputs=detection_data.pipeline_inputs, finish_sample=detection_data.finish_sample,
-                 compose_kwargs=detection_data.compose_kwargs, draw=draw_detections,
+def explain_detection(outputs: dict[str, torch.Tensor], k: int | None) -> tuple[torch.Tensor, int, float]:
+    """The first image's best box score for class ``k`` (default: the class of the best-scoring box), as
+    pytorch-grad-cam's box-score targets do for one detection; the probability is that score."""
+    scores = outputs["scores"][0]  # [A, C]
+    if k is None:
+        k = int(scores.detach().max(0).values.argmax())
+    best = scores[:, k].max()
+    return best, k, float(best.detach())
+
+
+DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max",
+                 metrics=("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
+                          "mar_100"), per_class="ap", make_metrics=lambda head: DetectionMetrics(head.classes),
+                 predict=predict_detections, explain=explain_detection, draw=draw_detections,
                  save_predictions=save_coco_detections)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorOptions:
+    """Prediction settings every detection head spec has (overridable: ``model.head.score_threshold=0.5``)."""
+
+    score_threshold: Annotated[float, Range(ge=0, le=1)] = 0.25  # predict: lowest class score kept
+    iou_threshold: Annotated[float, Range(ge=0, le=1)] = 0.45  # predict: class-wise NMS IoU threshold
+    max_detections: Annotated[int, Range(ge=1)] = 100  # predict: most boxes kept per image
 
 
 # --- YOLO v1 -----------------------------------------------------------------------------------------------------
@@ -209,22 +231,21 @@ class YoloV1GridHead(nn.Module):
         grid: S.
         boxes_per_cell: B.
         hidden: channels of the 3x3 conv layer before the output (the paper's FC layers, as convolutions).
-        feature_level: index of the backbone feature map read (-1: the deepest).
+        level: index of the backbone feature map read (-1: the deepest).
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, grid: int = 7, boxes_per_cell: int = 2,
-                 hidden: int = 256, feature_level: int = -1) -> None:
+                 hidden: int = 256, level: int = -1) -> None:
         super().__init__()
         self.grid, self.boxes_per_cell, self.num_classes = grid, boxes_per_cell, num_classes
-        self.feature_level = feature_level
+        self.level = level
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.body = nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
                                   nn.LeakyReLU(0.1, inplace=True))
         self.out = nn.Conv2d(hidden, boxes_per_cell * 5 + num_classes, 1)
 
-    def forward(self, features: list[torch.Tensor], input_size: tuple[int, int] | None = None
-                ) -> dict[str, torch.Tensor]:
-        x = features[self.feature_level]
+    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = features[self.level]
         n, b = x.shape[0], self.boxes_per_cell
         raw = self.out(self.body(self.pool(x))).permute(0, 2, 3, 1)  # [N, S, S, B*5 + C]
         box = raw[..., :b * 5].reshape(n, self.grid, self.grid, b, 5).sigmoid()  # [N, S, S, B, 5]
@@ -250,9 +271,10 @@ class _YoloV1Module(nn.Module):
         super().__init__()
         self.head, self.stride = head, stride
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> dict[str, torch.Tensor]:
         out = self.head(features)
-        read = features[self.head.feature_level]
+        read = features[self.head.level]
         # The input size the grid covers: the map's size times its stride (exact for padded backbones).
         image_hw = (read.shape[-2] * self.stride, read.shape[-1] * self.stride)
         box, probs = out["grid_boxes"], out["class_probs"]
@@ -264,25 +286,20 @@ class _YoloV1Module(nn.Module):
 
 
 @spec
-class YoloV1:
+class YoloV1(DetectorOptions):
     num_classes: Annotated[int, Range(ge=1)] | None = None  # None: the dataset's class count
     grid: Annotated[int, Range(ge=1)] = 7  # S: the S×S grid of cells
     boxes_per_cell: Annotated[int, Range(ge=1)] = 2  # B: box predictors per cell
     hidden: Annotated[int, Range(ge=8)] = 256  # channels of the conv layer before the output
-    feature_level: int = -1  # which backbone feature map the grid reads (-1: the deepest; -2: the one before ...)
+    level: int = -1  # which backbone feature map the grid reads (-1: the deepest; -2: the one before ...)
 
     task: ClassVar[Task] = DETECTION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> nn.Module:
-        if not -len(feature_info) <= self.feature_level < len(feature_info):
-            raise RecipeError("model.head.feature_level", f"{self.feature_level} is out of range; this backbone has "
-                                                          f"{len(feature_info)} feature maps (strides "
-                                                          f"{[f.stride for f in feature_info]}), so "
-                                                          f"-{len(feature_info)}..{len(feature_info) - 1}")
-        read = feature_info[self.feature_level]
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> nn.Module:
+        read = check_level(feature_info, self.level)
         head = YoloV1GridHead(in_channels=read.channels, num_classes=num_classes, grid=self.grid,
-                              boxes_per_cell=self.boxes_per_cell, hidden=self.hidden,
-                              feature_level=self.feature_level)
+                              boxes_per_cell=self.boxes_per_cell, hidden=self.hidden, level=self.level)
         return _YoloV1Module(head, read.stride)
 
 
@@ -370,6 +387,6 @@ class YoloV1Loss:
 
     task: ClassVar[Task] = DETECTION
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return YoloV1Criterion(coord=self.coord, noobj=self.noobj)
 

@@ -22,7 +22,7 @@ from heads.detection import DETECTION, TRUTH, boxes_to_original, paired_box_iou
 from zoo.backbones.base import FeatureInfo
 from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.recipe.spec import Range, spec
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task
 
 __all__ = ["LocalizationHead", "Localizer", "LocalizationLoss", "LocalizationMetrics", "LOCALIZATION",
            "main_object"]
@@ -47,7 +47,8 @@ class LocalizationHead(nn.Module):
         self.classify = nn.Linear(width, num_classes)
         self.regress = nn.Linear(width, 4)
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> dict[str, torch.Tensor]:
         x = self.shared(self.pool(features[-1]))
         cxcywh = self.regress(x).float().sigmoid()
         return {"logits": self.classify(x), "box": box_convert(cxcywh, "cxcywh", "xyxy")}
@@ -117,18 +118,18 @@ class LocalizationMetrics(nn.Module):
         return []
 
 
-def predict_localization(outputs: dict[str, torch.Tensor], classes: Sequence[str],
-                         options: PredictOptions) -> list[dict]:
+def predict_localization(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry) -> list[dict]:
     """Per image ``{"class", "index", "prob", "box": [x1, y1, x2, y2]}``; the box in original-image pixels when
-    ``options.image_sizes`` is given, else in model-input pixels."""
+    ``geometry.image_sizes`` is given, else in model-input pixels."""
+    classes = head.classes
     probs = outputs["logits"].detach().float().softmax(1)
-    h, w = options.input_size
+    h, w = geometry.input_size
     boxes = outputs["box"].detach().float() * torch.tensor([w, h, w, h], dtype=torch.float32)
     results = []
     for i, (p, box) in enumerate(zip(probs, boxes)):
-        if options.image_sizes is not None:
-            box = boxes_to_original(box[None], input_size=options.input_size, image_size=options.image_sizes[i],
-                                    resize=options.resize)[0]
+        if geometry.image_sizes is not None:
+            box = boxes_to_original(box[None], input_size=geometry.input_size, image_size=geometry.image_sizes[i],
+                                    resize=geometry.resize)[0]
         k = int(p.argmax())
         results.append({"class": classes[k], "index": k, "prob": round(float(p[k]), 6),
                         "box": [round(v, 2) for v in box.tolist()]})
@@ -145,10 +146,16 @@ def draw_localization(image: np.ndarray, prediction: dict, target: Any, classes:
     return draw_boxes(picture, box, [f"{prediction['class']} {prediction['prob']:.2f}"], colors=[prediction["index"]])
 
 
+def explain_localization(outputs: dict[str, torch.Tensor], k: int | None) -> tuple[torch.Tensor, int, float]:
+    """The first image's class logit (default: the predicted class) and its probability."""
+    from heads.classification import explain_class
+
+    return explain_class(outputs["logits"], k)
+
+
 LOCALIZATION = Task(name="localization", target="boxes", monitor="mean_iou", mode="max",
-                    make_metrics=LocalizationMetrics, predict=predict_localization, collate=DETECTION.collate,
-                    pipeline_inputs=DETECTION.pipeline_inputs, finish_sample=DETECTION.finish_sample,
-                    compose_kwargs=DETECTION.compose_kwargs, draw=draw_localization)
+                    metrics=("acc", "mean_iou", "acc_iou50"), make_metrics=lambda head: LocalizationMetrics(head.classes),
+                    predict=predict_localization, explain=explain_localization, draw=draw_localization)
 
 
 @spec
@@ -158,7 +165,8 @@ class Localizer:
 
     task: ClassVar[Task] = LOCALIZATION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> LocalizationHead:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> LocalizationHead:
         return LocalizationHead(in_channels=feature_info[-1].channels, num_classes=num_classes, hidden=self.hidden)
 
 
@@ -169,5 +177,5 @@ class LocalizationLoss:
 
     task: ClassVar[Task] = LOCALIZATION
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return _LocalizationCriterion(box_loss=self.box_loss, box_weight=self.box_weight)

@@ -23,7 +23,7 @@ from zoo.backbones.base import FeatureInfo
 from zoo.data.segmentation import IGNORE_INDEX
 from zoo.draw import BLACK, as_rgb, overlay_mask, palette, text_below, upscale
 from zoo.recipe.spec import Range, spec
-from zoo.task import PredictOptions, Task
+from zoo.task import Geometry, HeadContext, ImageGeometry, Task
 
 __all__ = ["FCN", "FCNHead", "UNet", "UNetDecoder", "SegmentationLoss", "SegmentationMetrics", "SEGMENTATION",
            "decode_mask", "predict_masks", "fit_logits"]
@@ -99,7 +99,8 @@ class FCNHead(nn.Module):
                                  for i in range(len(used) - 1))
         self.final = _deconv(num_classes, used[0].stride)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> torch.Tensor:
         used = features[self.first:]
         x = self.deep(used[-1])
         for i in reversed(range(len(used) - 1)):
@@ -131,7 +132,8 @@ class UNetDecoder(nn.Module):
         self.final = _conv_block(widths[0], widths[0]) if self.final_factor > 1 else nn.Identity()
         self.classify = nn.Conv2d(widths[0], num_classes, 1)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> torch.Tensor:
         x = self.center(features[-1])
         for i in reversed(range(len(features) - 1)):
             skip = features[i]
@@ -271,18 +273,19 @@ def decode_mask(prediction: dict, classes: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def predict_masks(outputs: torch.Tensor, classes: Sequence[str], options: PredictOptions) -> list[dict]:
+def predict_masks(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> list[dict]:
     """Logits ``[N, K, h, w]`` → per image its mask as COCO RLE per class and each class's pixel share.
 
-    With ``options.image_sizes`` the mask is on the original image (letterbox padding cut away, logits resized
-    bilinearly before the argmax); otherwise on the model input (``options.input_size`` when set).
+    With ``geometry.image_sizes`` the mask is on the original image (letterbox padding cut away, logits resized
+    bilinearly before the argmax); otherwise on the model input (``geometry.input_size``).
     """
+    classes = head.classes
     results = []
     for i, logits in enumerate(outputs.float()):
-        if options.image_sizes is not None:
-            logits = _undo_fit(logits, options.input_size, options.image_sizes[i], options.resize)
-        elif options.input_size != (0, 0):
-            logits = fit_logits(logits[None], options.input_size)[0]
+        if geometry.image_sizes is not None:
+            logits = _undo_fit(logits, geometry.input_size, geometry.image_sizes[i], geometry.resize)
+        else:
+            logits = fit_logits(logits[None], geometry.input_size)[0]
         results.append(_encode(logits.argmax(dim=0).byte().numpy(), classes))
     return results
 
@@ -321,19 +324,23 @@ def save_masks(results: list[dict], classes: Sequence[str], out_dir: Path) -> li
     return written
 
 
-def mask_inputs(image: np.ndarray, mask: np.ndarray) -> dict:
-    """albumentations inputs: the mask follows every geometric transform (nearest-neighbour resampling)."""
-    return {"image": image, "mask": mask}
+def explain_mask(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, int, float]:
+    """pytorch-grad-cam's ``SemanticSegmentationTarget``: the first image's class-``k`` logits summed over the pixels
+    predicted as ``k`` (default: the predicted non-background class covering most pixels, else background); the
+    probability is the class's mean softmax over those pixels."""
+    logits = outputs[0]  # [K, h, w]
+    predicted = logits.detach().argmax(0)
+    if k is None:
+        counts = torch.bincount(predicted.flatten(), minlength=logits.shape[0])
+        k = int(counts[1:].argmax()) + 1 if counts[1:].sum() > 0 else 0
+    where = (predicted == k).to(logits.dtype)
+    p = float((logits.detach().float().softmax(0)[k] * where).sum() / where.sum().clamp(min=1))
+    return (logits[k] * where).sum(), k, p
 
 
-def finish_mask(out: dict, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The normalised image and the transformed mask as ``int64 [H, W]``."""
-    return out["image"], torch.from_numpy(np.ascontiguousarray(out["mask"])).long()
-
-
-SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="max",
-                    make_metrics=SegmentationMetrics, predict=predict_masks, pipeline_inputs=mask_inputs,
-                    finish_sample=finish_mask, draw=draw_masks, save_predictions=save_masks)
+SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="max", metrics=("miou", "pixel_acc"),
+                    per_class="iou", make_metrics=lambda head: SegmentationMetrics(head.classes),
+                    predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------
@@ -347,7 +354,8 @@ class FCN:
 
     task: ClassVar[Task] = SEGMENTATION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> FCNHead:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> FCNHead:
         return FCNHead(feature_info=feature_info, num_classes=num_classes, levels=min(self.levels, len(feature_info)),
                        hidden=self.hidden, dropout=self.dropout)
 
@@ -359,7 +367,8 @@ class UNet:
 
     task: ClassVar[Task] = SEGMENTATION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> UNetDecoder:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> UNetDecoder:
         return UNetDecoder(feature_info=feature_info, num_classes=num_classes, width=self.width)
 
 
@@ -373,7 +382,7 @@ class SegmentationLoss:
 
     task: ClassVar[Task] = SEGMENTATION
 
-    def build(self) -> nn.Module:
+    def build(self, head: nn.Module | None = None) -> nn.Module:
         return _SegmentationLoss(ce_weight=self.ce_weight if "ce" in self.name.split("+") else 0.0,
                                  dice_weight=self.dice_weight if "dice" in self.name else 0.0,
                                  smooth=self.smooth, label_smoothing=self.label_smoothing)

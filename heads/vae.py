@@ -3,9 +3,14 @@
 Same value ranges as :mod:`heads.autoencoder` (normalised input; reconstruction, target and metrics in [0, 1]).
 The decoder defines the likelihood p(x | z): ``bernoulli`` (BCE on [0, 1] pixels) or ``gaussian`` (fixed ``sigma``).
 
-Head outputs (a dict): ``recon``, ``logits``, ``input`` as for the autoencoder, plus ``mu`` and ``logvar``
-``[N, latent]`` and the likelihood's ``likelihood`` name and ``sigma``. Training decodes a sampled z; evaluation
-decodes ``z = mu`` (so metrics are repeatable: ``elbo`` is the bound's one-point estimate at the posterior mean).
+Head outputs (a dict of tensors): ``recon``, ``logits``, ``input`` as for the autoencoder, plus ``mu`` and
+``logvar`` ``[N, latent]``; the likelihood's name and ``sigma`` are attributes of the head, which the loss and the
+metrics read. Training decodes a sampled z (the reparameterisation's noise, like dropout, is the one use of
+``self.training``); evaluation decodes ``z = mu`` (so metrics are repeatable: ``elbo`` is the bound's one-point
+estimate at the posterior mean).
+
+``zoo sample`` draws from the prior (:func:`sample`) and interpolates between two images' codes
+(:func:`interpolate`); both live here, next to the head whose latent space they use.
 """
 
 from __future__ import annotations
@@ -20,15 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from heads.autoencoder import (DataBoundHead, ImageDecoder, ImageGeometry, ReconstructionMetrics, check_geometry,
-                               decoder_plan, draw_reconstruction, finish_image_target, predict_reconstructions,
-                               save_reconstructions)
+from heads.autoencoder import (ImageDecoder, ReconstructionMetrics, check_geometry, decoder_plan, draw_reconstruction,
+                               predict_reconstructions, save_reconstructions, to_uint8)
 from zoo.backbones.base import FeatureInfo
+from zoo.errors import ZooError
 from zoo.recipe.spec import Range, spec
-from zoo.task import Task
+from zoo.task import ImageGeometry, Task
 
 __all__ = ["VaeHead", "Vae", "VaeLoss", "VaeMetrics", "VAE", "kl_divergence", "reconstruction_nll",
-           "classifier_probabilities"]
+           "classifier_probabilities", "sample", "interpolate"]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -36,12 +41,12 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
-def reconstruction_nll(outputs: dict[str, Any], targets: torch.Tensor) -> torch.Tensor:
+def reconstruction_nll(outputs: dict[str, Any], targets: torch.Tensor, *, likelihood: str = "bernoulli",
+                       sigma: float = 0.1) -> torch.Tensor:
     """-log p(x | z) per image in nats, summed over pixels: ``[N]``. Targets ``[N, C, H, W]`` in [0, 1]."""
-    if outputs["likelihood"] == "bernoulli":
+    if likelihood == "bernoulli":
         per_pixel = F.binary_cross_entropy_with_logits(outputs["logits"].float(), targets, reduction="none")
     else:
-        sigma = outputs["sigma"]
         per_pixel = 0.5 * ((targets - outputs["recon"].float()) / sigma) ** 2 + math.log(sigma * math.sqrt(2 * math.pi))
     return per_pixel.flatten(1).sum(dim=1)
 
@@ -54,8 +59,6 @@ class VaeHead(nn.Module):
         grid, stages: from :func:`heads.autoencoder.decoder_plan`. width: decoder start channels.
         latent: dimensions of z. likelihood: "bernoulli" or "gaussian". sigma: the Gaussian's standard deviation.
     """
-
-    takes_images = True
 
     def __init__(self, *, in_channels: int, geometry: ImageGeometry, grid: int, stages: int, width: int, latent: int,
                  likelihood: str, sigma: float) -> None:
@@ -93,28 +96,30 @@ class VaeHead(nn.Module):
         z = torch.randn(n, self.latent, generator=generator).to(self.to_posterior.weight.device)
         return self.decode(z)
 
-    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> dict[str, Any]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor, target: Any = None
+                ) -> dict[str, torch.Tensor]:
         mu, logvar = self.posterior(features)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         logits = self.logits(z, tuple(images.shape[-2:]))
         return {"recon": torch.sigmoid(logits), "logits": logits, "input": self.geometry.unnormalise(images),
-                "mu": mu, "logvar": logvar, "likelihood": self.likelihood, "sigma": self.sigma}
+                "mu": mu, "logvar": logvar}
 
 
 class VaeMetrics(nn.Module):
     """``elbo`` (nats per image), ``elbo_per_pixel`` (per pixel and channel), ``kl`` (nats per image), and the
     reconstruction metrics ``mse``, ``psnr``, ``ssim`` of :class:`heads.autoencoder.ReconstructionMetrics`."""
 
-    def __init__(self, classes: Sequence[str] = ()) -> None:
+    def __init__(self, *, likelihood: str = "bernoulli", sigma: float = 0.1) -> None:
         super().__init__()
-        self.reconstruction = ReconstructionMetrics(classes)
+        self.likelihood, self.sigma = likelihood, sigma
+        self.reconstruction = ReconstructionMetrics()
         self.elbo, self.kl = MeanMetric(), MeanMetric()
         self.pixels = 1
 
     def update(self, outputs: dict[str, Any], targets: torch.Tensor) -> None:
         self.reconstruction.update(outputs, targets)
         kl = kl_divergence(outputs["mu"].float(), outputs["logvar"].float())
-        self.elbo.update(-(reconstruction_nll(outputs, targets) + kl))
+        self.elbo.update(-(reconstruction_nll(outputs, targets, likelihood=self.likelihood, sigma=self.sigma) + kl))
         self.kl.update(kl)
         self.pixels = targets[0].numel()
 
@@ -131,9 +136,9 @@ class VaeMetrics(nn.Module):
         return []
 
 
-VAE = Task(name="vae", target="image", monitor="elbo", mode="max", make_metrics=VaeMetrics,
-           predict=predict_reconstructions, finish_sample=finish_image_target, draw=draw_reconstruction,
-           save_predictions=save_reconstructions)
+VAE = Task(name="vae", target="image", monitor="elbo", mode="max", metrics=("elbo", "elbo_per_pixel", "mse", "psnr"),
+           make_metrics=lambda head: VaeMetrics(likelihood=head.module.likelihood, sigma=head.module.sigma),
+           predict=predict_reconstructions, draw=draw_reconstruction, save_predictions=save_reconstructions)
 
 
 @spec
@@ -146,10 +151,8 @@ class Vae:
     num_classes: ClassVar[None] = None  # a VAE has no classes
     task: ClassVar[Task] = VAE
 
-    def with_data(self, data: Any) -> DataBoundHead:
-        return DataBoundHead(self, check_geometry(data, "VAE"))
-
     def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int, geometry: ImageGeometry) -> VaeHead:
+        check_geometry(geometry, "VAE")
         grid, stages = decoder_plan(feature_info, geometry.size)
         return VaeHead(in_channels=feature_info[-1].channels, geometry=geometry, grid=grid, stages=stages,
                        width=self.width or feature_info[-1].channels, latent=self.latent,
@@ -159,9 +162,10 @@ class Vae:
 class _VaeLoss(nn.Module):
     """Negative ELBO per pixel: ``nll`` (reconstruction) and ``kl`` (weighted by beta, warmed up)."""
 
-    def __init__(self, beta: float, warmup: float) -> None:
+    def __init__(self, beta: float, warmup: float, *, likelihood: str, sigma: float) -> None:
         super().__init__()
         self.beta, self.warmup = beta, warmup
+        self.likelihood, self.sigma = likelihood, sigma
         self.progress = 1.0
 
     def set_progress(self, fraction: float) -> None:
@@ -176,7 +180,7 @@ class _VaeLoss(nn.Module):
 
     def forward(self, outputs: dict[str, Any], targets: torch.Tensor) -> dict[str, torch.Tensor]:
         pixels = targets[0].numel()
-        nll = reconstruction_nll(outputs, targets).mean() / pixels
+        nll = reconstruction_nll(outputs, targets, likelihood=self.likelihood, sigma=self.sigma).mean() / pixels
         kl = kl_divergence(outputs["mu"].float(), outputs["logvar"].float()).mean() / pixels
         return {"nll": nll, "kl": self.kl_weight * kl}
 
@@ -188,8 +192,8 @@ class VaeLoss:
 
     task: ClassVar[Task] = VAE
 
-    def build(self) -> nn.Module:
-        return _VaeLoss(self.beta, self.warmup)
+    def build(self, head: VaeHead) -> nn.Module:
+        return _VaeLoss(self.beta, self.warmup, likelihood=head.likelihood, sigma=head.sigma)
 
 
 @torch.no_grad()
@@ -215,3 +219,65 @@ def classifier_probabilities(images: torch.Tensor, classifier: nn.Module, data: 
     mean = torch.tensor(data.mean, device=device).reshape(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).reshape(1, -1, 1, 1)
     return classifier((x - mean) / std).softmax(dim=1)
+
+
+# ---- zoo sample: the prior and the latent line between two images --------------------------------------------------
+
+def _vae_module(checkpoint: str | Path) -> tuple[Any, VaeHead]:
+    """The checkpoint's module and its VAE head (the single head, or the one named head that is a VAE)."""
+    from zoo.engine import load_module
+
+    module = load_module(checkpoint)
+    found = [m for m in module.model.named_heads().values() if isinstance(m, VaeHead)]
+    if len(found) != 1:
+        kinds = sorted({type(ctx.spec).task.name for ctx in module.contexts.values()})
+        raise ZooError(f"{checkpoint}: its head(s) are {', '.join(kinds)}; zoo sample needs exactly one VAE head "
+                       f"(heads.Vae), whose latent space it samples")
+    module.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return module, found[0]
+
+
+def _save_grid(pictures: Sequence[Any], out: str | Path, columns: int) -> Path:
+    from PIL import Image
+
+    from zoo.engine.run import picture_grid
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture_grid(list(pictures), columns=columns, gap=2)).save(out)
+    return out
+
+
+@torch.no_grad()
+def sample(checkpoint: str | Path, *, n: int = 64, out: str | Path, seed: int = 0) -> Path:
+    """Draws ``n`` images from the VAE's prior into one grid PNG at ``out``; the same ``seed``, the same picture."""
+    if n < 1:
+        raise ZooError(f"--n must be at least 1, got {n}")
+    _, head = _vae_module(checkpoint)
+    images = head.sample(n, torch.Generator().manual_seed(seed))
+    return _save_grid(to_uint8(images), out, columns=int(math.ceil(math.sqrt(n))))
+
+
+@torch.no_grad()
+def interpolate(checkpoint: str | Path, first: str | Path, second: str | Path, *, steps: int = 8,
+                out: str | Path) -> Path:
+    """A picture of the straight line between two images' latent codes: ``first | decoded steps | second``."""
+    from zoo.data.images import load_image
+    from zoo.engine.run import to_uint8_images
+
+    if steps < 2:
+        raise ZooError(f"--steps must be at least 2, got {steps}")
+    module, head = _vae_module(checkpoint)
+    recipe = module.recipe
+    transform = recipe.transform(train=False, with_targets=False)
+    files = [Path(first), Path(second)]
+    for f in files:
+        if not f.is_file():
+            raise ZooError(f"{f}: no such image file (--interpolate takes two image files)")
+    batch = torch.stack([transform(image=load_image(f, channels=recipe.data.channels))["image"] for f in files])
+    codes = head.encode(module.model.features(batch.to(module.device)))  # [2, D]
+    t = torch.linspace(0, 1, steps, device=codes.device)[:, None]
+    images = head.decode(codes[0] * (1 - t) + codes[1] * t)  # [steps, C, H, W]
+    ends = to_uint8_images(batch, recipe.data.mean, recipe.data.std)
+    row = [ends[0], *to_uint8(images), ends[1]]
+    return _save_grid(row, out, columns=len(row))

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
 
-from heads.detection import DETECTION
+from heads.detection import DETECTION, DetectorOptions
 from zoo.backbones.base import FeatureInfo
 from zoo.recipe.spec import Range, spec
-from zoo.task import Task
+from zoo.task import ImageGeometry, Task
 
 __all__ = ["ConvBNAct", "CSPBlock", "PanNeck", "DecoupledHead", "YoloDetector", "Yolo", "SIZES",
            "TaskAlignedAssigner", "YoloCriterion", "YoloLoss", "anchor_points"]
@@ -151,7 +151,8 @@ class YoloDetector(nn.Module):
         self.neck = PanNeck(in_channels=in_channels, widths=widths, depth=depth)
         self.head = DecoupledHead(widths=widths, num_classes=num_classes)
 
-    def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None, target: Any = None
+                ) -> dict[str, torch.Tensor]:
         used = self.neck(features[-len(self.strides):])
         outs = self.head(used)
         shapes = [tuple(f.shape[-2:]) for f in used]
@@ -164,14 +165,15 @@ class YoloDetector(nn.Module):
 
 
 @spec
-class Yolo:
+class Yolo(DetectorOptions):
     num_classes: Annotated[int, Range(ge=1)] | None = None  # None: the dataset's class count
     size: Literal["nano", "small", "medium", "large"] = "nano"  # width/depth multipliers (SIZES)
     levels: Annotated[int, Range(ge=1)] = 3  # how many of the backbone's deepest feature maps detect (fewer if absent)
 
     task: ClassVar[Task] = DETECTION
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> YoloDetector:
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
+              geometry: ImageGeometry | None = None) -> YoloDetector:
         used = list(feature_info)[-self.levels:]
         depth, width = SIZES[self.size]
         base = _BASE_WIDTHS[-len(used):] if len(used) <= len(_BASE_WIDTHS) else \
@@ -297,6 +299,6 @@ class YoloLoss:
 
     task: ClassVar[Task] = DETECTION
 
-    def build(self) -> YoloCriterion:
+    def build(self, head: nn.Module | None = None) -> YoloCriterion:
         return YoloCriterion(assigner=TaskAlignedAssigner(topk=self.topk, alpha=self.alpha, beta=self.beta),
                              box_loss=self.box_loss, box_weight=self.box_weight, cls_weight=self.cls_weight)

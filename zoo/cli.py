@@ -65,11 +65,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.engine import predict
-    from zoo.task import PredictOptions
+    from zoo.recipe.tree import parse_override
 
-    options = PredictOptions(top_k=args.top_k, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-                             max_detections=args.max_detections)
-    results = predict(args.checkpoint, args.inputs, options=options, out=args.out)
+    # An argument with "=" that is no existing path is a recipe override (model.head.score_threshold=0.3).
+    overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
+    inputs = [a for a in args.inputs if a not in overrides]
+    if not inputs:
+        raise ZooError("zoo predict needs at least one IMAGE_OR_DIR besides the overrides")
+    results = predict(args.checkpoint, inputs, out=args.out, overrides=dict(parse_override(o) for o in overrides))
     if args.out:
         print(f"wrote {len(results)} predictions to {Path(args.out) / 'predictions.json'}")
     else:
@@ -78,7 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from zoo.engine import interpolate, sample
+    from heads.vae import interpolate, sample
 
     if args.interpolate:
         path = interpolate(args.checkpoint, *args.interpolate, steps=args.steps, out=args.out)
@@ -111,10 +114,17 @@ def cmd_backbones(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from zoo.recipe import load_recipe
 
+    from zoo.engine.run import check_model
+
     recipe = load_recipe(args.recipe, args.overrides)
     recipe.data.preflight()
+    model = check_model(recipe)
     print(recipe.listing())
-    print(f"ok: {args.recipe} is a valid {recipe.task.name} recipe", file=sys.stderr)
+    heads = ", ".join(f"{name or 'head'} ({type(spec).task.name})" for name, (spec, _) in recipe.heads().items())
+    params = sum(p.numel() for p in model.parameters())
+    monitor, mode = recipe.monitor()
+    print(f"ok: {args.recipe}: {heads}; model builds ({params:,} parameters); monitors val/{monitor} ({mode})",
+          file=sys.stderr)
     return 0
 
 
@@ -134,7 +144,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
     from zoo.viz import visualize
 
     paths = visualize(args.target, args.what, image=args.image, out=args.out, wanted=args.cls, unit=args.unit,
-                      layer=args.layer, top_k=args.top_k, split=args.split, pretrained=args.pretrained or False)
+                      layer=args.layer, top_k=args.top_k, split=args.split, pretrained=args.pretrained or False,
+                      head=args.head)
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -173,13 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predictions for image files or folders, as JSON",
                        description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json).")
     p.add_argument("checkpoint")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files or folders; arguments of the form dotted.path=value change the checkpoint's "
+                        "recipe, e.g. a head's predict options: model.head.top_k=3, model.head.score_threshold=0.3 "
+                        "model.head.iou_threshold=0.5 model.head.max_detections=50, model.head.beam_size=1 "
+                        "(model.heads.NAME.FIELD for a named head)")
     p.add_argument("--out", help="folder for predictions.json, the task's own formats (detection: COCO results) and "
                                  "each image with its prediction drawn, in images/ (default: print JSON to stdout)")
-    p.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--score-threshold", type=float, default=0.25, help="detection: lowest score kept (default 0.25)")
-    p.add_argument("--iou-threshold", type=float, default=0.45, help="detection: NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-detections", type=int, default=100, help="detection: most boxes per image (default 100)")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("sample", help="draw images from a generative checkpoint (VAE): prior samples or an "
@@ -240,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "negative from the deepest) for gradcam (default: the "
                                                           "deepest map larger than 1x1) and topk (default: -1)")
     p.add_argument("--top-k", type=int, default=9, metavar="K", help="images shown by topk (default 9)")
+    p.add_argument("--head", metavar="NAME", help="a multi-head checkpoint's head to explain (default: the first "
+                                                  "whose task has a class score: classification, localization, "
+                                                  "detection, segmentation)")
     p.add_argument("--split", default="val", choices=("val", "test"), help="split of the checkpoint's data set "
                                                                            "that topk searches (default val)")
     p.add_argument("--pretrained", nargs="?", const=True, metavar="WEIGHTS",
@@ -248,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_viz)
 
     p = sub.add_parser("check", help="validate a recipe and print every resolved field, without training",
-                       description="Validate RECIPE with overrides (names, types, ranges, agreement between parts).")
+                       description="Validate RECIPE with overrides (names, types, ranges, agreement between parts, the "
+                                   "monitored metric) and build its model on the meta device with a dummy batch "
+                                   "(feature levels, channels), without reading data or weights.")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
     p.set_defaults(fn=cmd_check)

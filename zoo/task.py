@@ -1,7 +1,17 @@
-"""What a task plugs into the engine: a head, a loss, metrics and the targets its dataset adapter yields.
+"""What a task plugs into the engine: a head, a loss, metrics and the target kind its head learns from.
 
-The engine only ever talks to these protocols; it never branches on a task's name. A new task is a
-module in ``heads/`` that defines a :class:`Task` and the specs that point to it.
+The engine only ever talks to these protocols; it never branches on a task's name. A new task is a module in
+``heads/`` that defines a :class:`Task` and the specs that point to it (and, if it learns from a new kind of
+label, a :class:`zoo.data.targets.TargetKind`). ``docs/new_task.md`` shows the smallest complete example.
+
+The contract of a built head (what ``HeadSpec.build`` returns):
+
+- ``forward(features, images, target=None)`` → a tensor or a dict of named tensors, nothing else. ``features``
+  are the backbone's (or neck's) maps, ``images`` the normalised model input ``[N, C, H, W]`` (image decoders
+  measure against it), ``target`` the head's own collated target during training and evaluation (teacher forcing
+  reads it) and ``None`` at prediction time. The result does not depend on ``self.training`` beyond dropout,
+  BatchNorm and a VAE's sampling noise, so the graph can be exported.
+- Decoding (argmax, NMS, beam search, mapping back to the original image) is ``Task.predict``, outside the graph.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from torch import nn
 
 from zoo.backbones.base import FeatureInfo
 
-__all__ = ["Task", "TaskMetrics", "HeadSpec", "LossSpec", "PredictOptions", "image_only"]
+__all__ = ["Task", "TaskMetrics", "HeadSpec", "LossSpec", "HeadContext", "Geometry", "ImageGeometry", "check_level"]
 
 
 class TaskMetrics(Protocol):
@@ -25,7 +35,8 @@ class TaskMetrics(Protocol):
     def update(self, outputs: Any, targets: Any) -> None: ...
 
     def compute(self) -> dict[str, float]:
-        """Flat ``name → number``; the names are what ``zoo eval --json`` writes."""
+        """Flat ``name → number``; the names are what ``zoo eval --json`` writes (prefixed by the head's name in a
+        multi-head model)."""
         ...
 
     def reset(self) -> None: ...
@@ -35,31 +46,52 @@ class TaskMetrics(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ImageGeometry:
+    """What an image decoder takes from the data adapter: output side, channels, and the input normalisation."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @staticmethod
+    def of(data: Any) -> ImageGeometry:
+        return ImageGeometry(size=data.image_size, channels=data.channels, mean=tuple(data.mean), std=tuple(data.std))
+
+    def unnormalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``[N, C, H, W]`` (normalised) → pixels in [0, 1]."""
+        shape = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).reshape(shape)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).reshape(shape)
+        return (images * std + mean).clamp(0, 1)
+
+
 @dataclass(frozen=True, kw_only=True)
-class PredictOptions:
-    """What ``zoo predict`` (and the evaluation pictures) pass to a task's ``predict`` hook.
+class Geometry:
+    """Where the model inputs of a batch came from, for mapping predictions back to the images.
 
     Attributes:
-        top_k: classes per image (classification) or per object.
-        score_threshold / iou_threshold / max_detections: detection decoding and NMS settings.
         input_size: ``(H, W)`` of the model input the outputs refer to.
-        image_sizes: ``(H, W)`` of each original image, for mapping boxes/masks back to it (``None``: keep input
-            coordinates, as for the evaluation pictures drawn on the model inputs).
+        image_sizes: ``(H, W)`` of each original image (``None``: keep input coordinates, as for the evaluation
+            pictures drawn on the model inputs).
         resize: how images were fitted to ``input_size`` ("stretch" or "letterbox", see ``Augment.resize``).
     """
 
-    top_k: int = 5
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 100
-    input_size: tuple[int, int] = (0, 0)
+    input_size: tuple[int, int]
     image_sizes: Sequence[tuple[int, int]] | None = None
     resize: str = "stretch"
 
 
-def image_only(sample: dict, target: Any) -> tuple[torch.Tensor, Any]:
-    """The default ``Task.finish_sample``: the transformed image, the target unchanged (a class id)."""
-    return sample["image"], target
+@dataclass(frozen=True)
+class HeadContext:
+    """One built head as its task's hooks see it: its recipe name, its spec (predict options such as
+    ``score_threshold`` or ``top_k`` are spec fields), the built module, and the classes of its target."""
+
+    name: str
+    spec: Any
+    module: nn.Module
+    classes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -68,17 +100,18 @@ class Task:
 
     Attributes:
         name: shown to users ("classification").
-        target: what the dataset adapter must yield next to each image ("label" for an int class id; "image"
-            means the image itself, which every adapter yields).
-        monitor: the validation metric that picks ``best.ckpt`` and drives plateau schedules.
-        mode: whether ``monitor`` improves upward ("max") or downward ("min").
-        make_metrics: ``(classes) -> TaskMetrics``.
-        predict: ``(outputs, classes, PredictOptions) -> one JSON-able dict per image``.
-        collate: batches ``(image, target)`` pairs; ``None`` for torch's default.
-        pipeline_inputs: ``(image, target) -> dict`` of albumentations inputs (default ``{"image": image}``);
-            a detection task adds ``bboxes`` and labels, segmentation a ``mask``, so they follow every transform.
-        finish_sample: ``(pipeline output, target) -> (input tensor, target)`` after the pipeline ran.
-        compose_kwargs: ``() -> dict`` of extra ``A.Compose`` arguments (``bbox_params``).
+        target: the target key the head learns from (a kind of ``zoo.data.targets``: "label", "boxes", "mask",
+            "caption", or "image" — the image itself, which every adapter yields).
+        monitor: the default validation metric that picks ``best.ckpt`` and drives plateau schedules.
+        mode: whether higher ("max") or lower ("min") metrics are better (every declared metric shares it).
+        metrics: the metric names ``make_metrics`` always reports (per-class names like ``acc/<class>`` come on
+            top); ``trainer.monitor`` is checked against them before any data is read.
+        make_metrics: ``(HeadContext) -> TaskMetrics``.
+        per_class: the prefix of per-class metrics (``acc`` for ``acc/<class>``), ``None`` if the task has none.
+        predict: ``(outputs, HeadContext, Geometry) -> one JSON-able dict per image``.
+        explain: ``(outputs of one image, class index or None) -> (score, class index, probability)``: the scalar
+            whose gradient ``zoo viz`` (saliency, guided backprop, Grad-CAM) explains, for the given class or, with
+            ``None``, the best predicted one; ``None`` for tasks without a class score.
         draw: ``(image uint8 [H, W, C], prediction, target or None, classes) -> uint8 [h, w, 3]``: one picture of a
             prediction (next to the truth when given), for ``zoo predict --out`` and the evaluation grid.
         save_predictions: ``(results, classes, out_dir) -> written files``: task formats that ``zoo predict --out``
@@ -89,39 +122,46 @@ class Task:
     target: str
     monitor: str
     mode: Literal["min", "max"]
-    make_metrics: Callable[[Sequence[str]], nn.Module]
-    predict: Callable[[Any, Sequence[str], PredictOptions], list[dict]]
-    collate: Callable[[list], Any] | None = None
-    pipeline_inputs: Callable[[Any, Any], dict] | None = None
-    finish_sample: Callable[[dict, Any], tuple[Any, Any]] = image_only
-    compose_kwargs: Callable[[], dict] | None = None
+    metrics: tuple[str, ...]
+    make_metrics: Callable[[HeadContext], nn.Module]
+    predict: Callable[[Any, HeadContext, Geometry], list[dict]]
+    per_class: str | None = None
+    explain: Callable[[Any, int | None], tuple[torch.Tensor, int, float]] | None = None
     draw: Callable[..., Any] | None = None
     save_predictions: Callable[[list[dict], Sequence[str], Path], list[Path]] | None = None
 
 
 class HeadSpec(Protocol):
-    """A head description; ``build`` reads channels from the backbone's ``feature_info``.
-
-    The built head maps the backbone's feature list to outputs. A head whose module has ``takes_targets = True``
-    (teacher forcing) is called as ``head(features, targets)``, with ``targets=None`` at prediction time; one with
-    ``takes_images = True`` (autoencoders) as ``head(features, images)``. A spec with a ``with_data(data)`` method
-    is first completed from the recipe's data adapter spec (an image decoder takes its size, channels and
-    normalisation from it) and the spec it returns is built.
-    """
+    """A head description. Every head is built the same way: channels from the backbone's (or neck's)
+    ``feature_info``, ``num_classes`` from its own target's classes (0 for the image target), ``geometry`` from the
+    data adapter (image decoders take their size, channels and normalisation from it)."""
 
     task: ClassVar[Task]
     num_classes: int | None
 
-    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int) -> nn.Module: ...
+    def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int, geometry: ImageGeometry) -> nn.Module: ...
 
 
 class LossSpec(Protocol):
-    """A loss description; the built module maps ``(outputs, targets)`` to named loss terms.
+    """A loss description; the built module maps ``(outputs, targets)`` of its head to named loss terms.
 
-    A built loss with a ``set_progress(fraction)`` method is told, before each training batch, how far training
-    is (0 at the start, 1 at the end of ``trainer.max_epochs``): for warm-ups such as a VAE's KL weight.
+    ``build`` gets the built head (a VAE's likelihood settings live there). A built loss with a
+    ``set_progress(fraction)`` method is told, before each training batch, how far training is (0 at the start,
+    1 at the end of ``trainer.max_epochs``): for warm-ups such as a VAE's KL weight.
     """
 
     task: ClassVar[Task]
 
-    def build(self) -> Callable[[Any, Any], dict[str, torch.Tensor]]: ...
+    def build(self, head: nn.Module) -> Callable[[Any, Any], dict[str, torch.Tensor]]: ...
+
+
+def check_level(feature_info: Sequence[FeatureInfo], level: int, field: str = "level") -> FeatureInfo:
+    """The feature map a head reads (``level`` indexes ``feature_info``; -1 is the deepest), or a ``RecipeError``
+    naming ``field`` (the engine prefixes the head's path) with the valid range and the maps' strides."""
+    from zoo.errors import RecipeError
+
+    if not -len(feature_info) <= level < len(feature_info):
+        raise RecipeError(field, f"{level} is out of range; the backbone has {len(feature_info)} feature maps "
+                                 f"(strides {[f.stride for f in feature_info]}), so -{len(feature_info)}.."
+                                 f"{len(feature_info) - 1}")
+    return feature_info[level]

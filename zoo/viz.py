@@ -10,6 +10,7 @@ papers' definitions: docs/viz.md.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from torch import nn
 
 from zoo.errors import ZooError
 
+log = logging.getLogger(__name__)
+
 __all__ = ["PICTURES", "Subject", "load_subject", "prepare_image", "first_conv", "layer_activations",
            "saliency_map", "guided_backprop", "grad_cam", "gradcam_level", "top_activating", "write_filters",
            "write_activations", "write_saliency", "write_guided", "write_gradcam", "write_topk", "visualize"]
@@ -30,6 +33,7 @@ __all__ = ["PICTURES", "Subject", "load_subject", "prepare_image", "first_conv",
 PICTURES = ("filters", "activations", "saliency", "guided", "gradcam", "topk")
 _BACKBONE_PICTURES = ("filters", "activations")  # all a bare backbone (no head, no data) can show
 _PER_IMAGE = ("activations", "saliency", "guided", "gradcam")  # the pictures of one image
+_EXPLAINING = ("saliency", "guided", "gradcam")  # pictures of a class score: heads whose task has Task.explain
 # Activations whose output has the sign of their input: the guided rule can read "input > 0" from the output,
 # which in-place modules leave as the only record.
 _SIGN_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -49,7 +53,10 @@ class Subject:
         input_shape: ``(C, H, W)`` the model is fed.
         mean, std: the normalisation images get (0..1 scale, one value or one per channel).
         transform: albumentations pipeline, ``uint8 [H, W, C] -> float [C, H, W]``.
-        recipe, classes: the checkpoint's, or ``None``.
+        recipe, classes: the checkpoint's (the explained head's classes), or ``None``.
+        head: the explained head's module (``head(features, x) -> outputs``); ``explain``: its task's
+            ``Task.explain`` (``None``: the task has no class score to explain, so saliency, guided backprop and
+            Grad-CAM do not apply); ``head_name``: its recipe name ("" for a single head).
     """
 
     name: str
@@ -61,6 +68,20 @@ class Subject:
     transform: Any
     recipe: Any = None
     classes: list[str] | None = None
+    head: nn.Module | None = None
+    explain: Any = None
+    head_name: str = ""
+
+    def outputs(self, x: torch.Tensor) -> Any:
+        """The explained head's outputs for the normalised input ``x``."""
+        return self.head(self.model.features(x), x, None)
+
+    def require_explainable(self, what: str) -> None:
+        self.require_checkpoint(what)
+        if self.explain is None:
+            task = type(self.recipe.model.named_heads()[self.head_name]).task.name
+            raise ZooError(f"--what {what}: {self.name}'s {task} head has no class score to explain; pictures for it: "
+                           f"{', '.join(p for p in PICTURES if p not in _EXPLAINING)}")
 
     def require_checkpoint(self, what: str) -> None:
         if self.model is None:
@@ -94,8 +115,11 @@ def _is_checkpoint(target: str) -> bool:
     return target.endswith(".ckpt") or Path(target).expanduser().is_file()
 
 
-def load_subject(target: str | Path, *, pretrained: bool | str = False) -> Subject:
+def load_subject(target: str | Path, *, pretrained: bool | str = False, head: str | None = None) -> Subject:
     """A zoo checkpoint (model, recipe, classes) or a backbone registry name (``pretrained`` weights or none).
+
+    ``head``: which named head of a multi-head checkpoint to explain (default: the first whose task has a class
+    score).
 
     Raises:
         ZooError: a missing checkpoint, an unknown name (with close matches), ``pretrained`` with a checkpoint.
@@ -112,9 +136,17 @@ def load_subject(target: str | Path, *, pretrained: bool | str = False) -> Subje
             raise ZooError(f"checkpoint {target} does not exist")
         module = load_module(target)
         recipe, d = module.recipe, module.recipe.data
+        contexts = module.contexts
+        if head is not None and head not in contexts:
+            raise ZooError(f"--head {head!r}: {target} has heads {sorted(n for n in contexts if n) or ['(one)']}")
+        name = head if head is not None else next(
+            (n for n, c in contexts.items() if type(c.spec).task.explain is not None), next(iter(contexts)))
+        ctx = contexts[name]
         return Subject(name=target, backbone=module.model.backbone, model=module.model.eval(),
                        input_shape=(d.channels, d.image_size, d.image_size), mean=d.mean, std=d.std,
-                       transform=recipe.transform(train=False), recipe=recipe, classes=list(module.classes))
+                       transform=recipe.transform(train=False, with_targets=False), recipe=recipe,
+                       classes=list(ctx.classes), head=ctx.module, explain=type(ctx.spec).task.explain,
+                       head_name=name)
     from zoo.backbones import create_backbone, default_input
 
     shape = default_input(target)
@@ -140,8 +172,9 @@ def prepare_image(subject: Subject, image: str | Path | None = None) -> tuple[to
         splits = prepare_data(subject.recipe)
         if len(splits.test) == 0:
             raise ZooError(f"{subject.name}: its test split is empty; pass --image FILE")
-        pixels, label = splits.test.load(0)
-        what = f"test image 0 (label {splits.classes[label] if isinstance(label, int) else label})"
+        pixels, targets = splits.test.load(0)
+        label = targets.get("label")
+        what = f"test image 0 (label {splits.classes['label'][label]})" if label is not None else "test image 0"
     else:
         raise ZooError(f"{subject.name!r} is a backbone name: pass --image FILE (only a checkpoint has a test split "
                        f"to take an image from)")
@@ -190,21 +223,21 @@ def layer_activations(backbone: nn.Module, x: torch.Tensor) -> list[tuple[str, t
     return seen
 
 
-def _class_score(subject: Subject, logits: Any, wanted: str | int | None) -> tuple[torch.Tensor, int]:
-    """The logit of the wanted (default: predicted) class of the first image, and its index."""
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ZooError(f"{subject.name}: class pictures need a head that outputs logits [N, K]; this "
-                       f"{subject.recipe.task.name} head outputs {type(logits).__name__}")
-    k = subject.class_index(wanted, logits[0])
-    return logits[0, k], k
+def _class_score(subject: Subject, outputs: Any, wanted: str | int | None) -> tuple[torch.Tensor, int]:
+    """The task's score of the wanted (default: the best predicted) class in the first image, and its index:
+    a classifier's logit, a segmenter's logits summed over the class's predicted pixels, a detector's best box
+    score of the class (the targets pytorch-grad-cam uses for these tasks)."""
+    k = None if wanted is None else subject.class_index(wanted, None)
+    score, k, _ = subject.explain(outputs, k)
+    return score, k
 
 
 def saliency_map(subject: Subject, x: torch.Tensor, wanted: str | int | None = None) -> tuple[np.ndarray, int]:
     """Simonyan et al.'s saliency ``[H, W]`` (``max_c |d score / d x|``) and the class index it is for."""
-    subject.require_checkpoint("saliency")
+    subject.require_explainable("saliency")
     x = x.clone().requires_grad_(True)
     with torch.enable_grad():
-        score, k = _class_score(subject, subject.model(x), wanted)
+        score, k = _class_score(subject, subject.outputs(x), wanted)
         (grad,) = torch.autograd.grad(score, x)
     return grad[0].abs().amax(0).numpy(), k
 
@@ -229,7 +262,7 @@ def guided_backprop(subject: Subject, x: torch.Tensor, wanted: str | int | None 
     Raises:
         ZooError: the model has no activation modules (activations applied as functions cannot be hooked).
     """
-    subject.require_checkpoint("guided")
+    subject.require_explainable("guided")
     acts = [m for m in subject.model.modules() if isinstance(m, _SIGN_PRESERVING)]
     if not acts:
         raise ZooError(f"{subject.name}: guided backpropagation needs activation modules (nn.ReLU, nn.Tanh, ...); "
@@ -238,7 +271,7 @@ def guided_backprop(subject: Subject, x: torch.Tensor, wanted: str | int | None 
     try:
         x = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            score, k = _class_score(subject, subject.model(x), wanted)
+            score, k = _class_score(subject, subject.outputs(x), wanted)
             (grad,) = torch.autograd.grad(score, x)
     finally:
         for h in handles:
@@ -260,11 +293,11 @@ def grad_cam(subject: Subject, x: torch.Tensor, wanted: str | int | None = None,
     ``layer``: a feature level (``None``: :func:`gradcam_level`). All zeros when no channel of the map argues
     for the class (every weighted sum negative), as the ReLU of the method prescribes.
     """
-    subject.require_checkpoint("gradcam")
+    subject.require_explainable("gradcam")
     level = gradcam_level(subject, x) if layer is None else subject.level(layer)
     with torch.enable_grad():
         feats = subject.backbone(x)
-        score, k = _class_score(subject, subject.model.head(feats), wanted)
+        score, k = _class_score(subject, subject.head(feats, x, None), wanted)
         (grad,) = torch.autograd.grad(score, feats[level])
     cam = F.relu((grad.mean((2, 3), keepdim=True) * feats[level]).sum(1, keepdim=True)).detach()  # [1, 1, h, w]
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
@@ -296,7 +329,11 @@ def top_activating(subject: Subject, *, layer: int = -1, unit: int = 0, k: int =
     best_images, best_targets, seen = torch.empty(0), [], 0
     with torch.no_grad():
         for x, y in loader:
-            targets = y.tolist() if isinstance(y, torch.Tensor) else list(y)
+            labels = y.get("label")  # class-labelled data shows each image's class in the picture
+            targets = [None] * len(x)
+            if labels is not None:
+                for i, v in zip(labels.index.tolist(), labels.value.tolist()):
+                    targets[i] = v
             scores = torch.cat([best_scores, subject.backbone(x)[level][:, unit].float().mean((1, 2))])
             index = torch.cat([best_index, torch.arange(seen, seen + len(x))])
             images, pool = torch.cat([best_images, x]) if len(best_images) else x, best_targets + targets
@@ -373,9 +410,12 @@ def write_activations(subject: Subject, x: torch.Tensor, out: Path, *, image_nam
         shown = a[:_MAX_TILED_CHANNELS].float().cpu().numpy()
         count = f"{len(shown)} of {a.shape[0]}" if len(shown) < a.shape[0] else f"{a.shape[0]}"
         _show(ax, _scaled(_tile(shown)), f"{name}\n{count} ch {a.shape[1]}x{a.shape[2]}")
+    logits = None
     if subject.model is not None:
         with torch.no_grad():
-            probs = subject.model(x)[0].softmax(0).numpy()
+            logits = subject.outputs(x)
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2:  # a classifier's class probabilities
+        probs = logits[0].softmax(0).numpy()
         ax = axes[panels - 1]
         ax.set_axis_on()
         top = np.argsort(probs)[::-1][:10]
@@ -388,7 +428,7 @@ def write_activations(subject: Subject, x: torch.Tensor, out: Path, *, image_nam
 
 def _class_title(subject: Subject, k: int, x: torch.Tensor) -> str:
     with torch.no_grad():
-        p = subject.model(x)[0].softmax(0)[k].item()
+        _, _, p = subject.explain(subject.outputs(x), k)
     return f"class {subject.classes[k]!r} (p={p:.2f})"
 
 
@@ -433,7 +473,7 @@ def write_topk(subject: Subject, out: Path, *, layer: int = -1, unit: int = 0, k
     cols = math.ceil(math.sqrt(len(hits)))
     fig, axes = _figure(math.ceil(len(hits) / cols), cols, size=1.8)
     for ax, (i, score, image, target) in zip(axes, hits):
-        label = subject.classes[target] if isinstance(target, int) else target
+        label = subject.classes[target] if isinstance(target, int) else ""
         _show(ax, _display(subject, image), f"{split}[{i}] {label!s:.12}\nmean act {score:.3g}")
     fig.suptitle(f"top {len(hits)}: level {level} ({subject.backbone.feature_info[level].module}) unit {unit}",
                  fontsize=9)
@@ -443,7 +483,7 @@ def write_topk(subject: Subject, out: Path, *, layer: int = -1, unit: int = 0, k
 def visualize(target: str | Path, what: str | Sequence[str] = "all", *, image: str | Path | None = None,
               out: str | Path | None = None, wanted: str | int | None = None, unit: int = 0,
               layer: int | None = None, top_k: int = 9, split: str = "val",
-              pretrained: bool | str = False) -> list[Path]:
+              pretrained: bool | str = False, head: str | None = None) -> list[Path]:
     """Writes the pictures ``what`` (names from :data:`PICTURES`, or ``"all"``) and returns their paths.
 
     Args:
@@ -456,6 +496,7 @@ def visualize(target: str | Path, what: str | Sequence[str] = "all", *, image: s
             ``gradcam`` (default: the deepest map larger than 1x1).
         top_k, split: images shown by ``topk`` and the split they come from (``val`` or ``test``).
         pretrained: for a backbone name, the weights (as ``model.backbone.pretrained``).
+        head: the named head of a multi-head checkpoint to explain (default: the first with a class score).
 
     Raises:
         ZooError: an unknown picture, target, class, unit or level (the message lists the valid ones), or a
@@ -465,9 +506,13 @@ def visualize(target: str | Path, what: str | Sequence[str] = "all", *, image: s
     for n in names:
         if n not in (*PICTURES, "all"):
             raise ZooError(f"--what {n!r}: unknown picture; valid: {', '.join(PICTURES)}, all")
-    subject = load_subject(target, pretrained=pretrained)
+    subject = load_subject(target, pretrained=pretrained, head=head)
     if "all" in names:
         names = list(PICTURES if subject.model is not None else _BACKBONE_PICTURES)
+        if subject.model is not None and subject.explain is None:
+            log.warning("%s: its head has no class score to explain; leaving out %s", subject.name,
+                        ", ".join(_EXPLAINING))
+            names = [n for n in names if n not in _EXPLAINING]
     for n in names:
         if n not in _BACKBONE_PICTURES:
             subject.require_checkpoint(n)

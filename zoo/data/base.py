@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from zoo.recipe.spec import Range
 
-__all__ = ["SampleSource", "DataSplits", "TransformedDataset", "ImageData", "stratified_split", "ArraySource"]
+__all__ = ["SampleSource", "DataSplits", "KeyedSource", "TransformedDataset", "ImageData", "stratified_split", "ArraySource"]
 
 
 class SampleSource(Protocol):
@@ -26,16 +26,40 @@ class SampleSource(Protocol):
 
 @dataclass
 class DataSplits:
-    """The result of an adapter's ``setup``: class names and the train/val/test samples.
+    """The result of an adapter's ``setup``: class names per target key and the train/val/test samples.
 
-    ``skipped`` lists ``(file, reason)`` for inputs left out with a warning (undecodable images).
+    Sources yield ``(image, {target key: value})`` (keys: ``zoo.data.targets``). ``classes[key]`` names the classes
+    of that target (the vocabulary of a caption target). ``skipped`` lists ``(file, reason)`` for inputs left out
+    with a warning (undecodable images).
     """
 
-    classes: tuple[str, ...]
+    classes: dict[str, tuple[str, ...]]
     train: SampleSource
     val: SampleSource
     test: SampleSource
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @staticmethod
+    def single(key: str, *, classes: Sequence[str], train: SampleSource, val: SampleSource, test: SampleSource,
+               skipped: list[tuple[Path, str]] | None = None) -> DataSplits:
+        """Splits of an adapter whose sources yield ``(image, value)`` of one target ``key``."""
+        return DataSplits(classes={key: tuple(classes)}, train=KeyedSource(train, key), val=KeyedSource(val, key),
+                          test=KeyedSource(test, key), skipped=list(skipped or []))
+
+
+@dataclass
+class KeyedSource:
+    """A single-target source's samples as ``(image, {key: value})``."""
+
+    source: SampleSource
+    key: str
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        image, value = self.source.load(index)
+        return image, {self.key: value}
 
 
 @dataclass
@@ -53,28 +77,20 @@ class ArraySource:
 
 
 class TransformedDataset(Dataset):
-    """A split through its augmentation pipeline: ``(image [C, H, W] float, target)``.
+    """A split through its augmentation pipeline: ``(image [C, H, W] float, {key: target or None})``.
 
-    ``pipeline_inputs`` and ``finish_sample`` are the task's hooks (``zoo.task.Task``): what of the target goes
-    through the albumentations pipeline with the image (boxes, masks), and how the result becomes a target again.
+    ``prepare`` is a :class:`zoo.data.targets.SamplePreparer`: which targets go through the albumentations pipeline
+    with the image (boxes, masks) and how each becomes a training target again.
     """
 
-    def __init__(self, source: SampleSource, transform: Callable[..., dict], *,
-                 pipeline_inputs: Callable[[Any, Any], dict] | None = None,
-                 finish_sample: Callable[[dict, Any], tuple[Any, Any]] | None = None) -> None:
-        self.source, self.transform = source, transform
-        self.pipeline_inputs, self.finish_sample = pipeline_inputs, finish_sample
+    def __init__(self, source: SampleSource, prepare: Callable[[np.ndarray, dict], tuple[torch.Tensor, dict]]) -> None:
+        self.source, self.prepare = source, prepare
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        image, target = self.source.load(index)
-        inputs = self.pipeline_inputs(image, target) if self.pipeline_inputs else {"image": image}
-        out = self.transform(**inputs)
-        if self.finish_sample is None:
-            return out["image"], target
-        return self.finish_sample(out, target)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.prepare(*self.source.load(index))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +119,10 @@ class ImageData:
     def static_classes(self) -> tuple[str, ...] | None:
         """Class names known without reading the data, or ``None``."""
         return None
+
+    def target_classes(self) -> dict[str, tuple[str, ...] | None]:
+        """Per target key, its class names if known without reading the data (``None`` if not)."""
+        return {key: self.static_classes() for key in self.targets}
 
     def preflight(self) -> None:
         """Checks paths and settings that need the file system but not the data itself."""

@@ -29,7 +29,7 @@ from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
 
 __all__ = ["PAD", "BOS", "EOS", "UNK", "SPECIAL_TOKENS", "tokenize", "build_vocabulary", "encode", "decode",
-           "CaptionSource", "ShapesCaptionData", "CocoCaptionData", "read_coco_captions"]
+           "CaptionBatch", "CaptionSource", "ShapesCaptionData", "CocoCaptionData", "read_coco_captions"]
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3  # ids of the special tokens
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -68,6 +68,28 @@ def decode(ids: Iterable[int], vocabulary: Sequence[str]) -> list[str]:
 
 
 @dataclass
+class CaptionBatch:
+    """The targets of a batch: padded ``tokens [N, T]`` and every image's reference captions (word lists)."""
+
+    tokens: torch.Tensor
+    references: list[list[list[str]]]
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):  # the evaluation grid takes the first images of a batch
+            return CaptionBatch(self.tokens[index], self.references[index])
+        return self.references[index]
+
+    def __iter__(self):
+        return iter(self.references)
+
+    def to(self, device: Any, **kwargs: Any) -> CaptionBatch:  # Lightning moves batches with .to
+        return CaptionBatch(self.tokens.to(device, **kwargs), self.references)
+
+
+@dataclass
 class CaptionSource:
     """Images (files) and their captions; ``per_caption`` makes one sample per (image, caption) pair."""
 
@@ -103,7 +125,8 @@ def _split_sources(files: list[Path], captions: list[list[str]], parts: dict[str
         return CaptionSource([files[i] for i in idx], [captions[i] for i in idx], vocabulary, channels,
                              per_caption=split == "train")
 
-    return DataSplits(classes=vocabulary, train=source("train"), val=source("val"), test=source("test"))
+    return DataSplits.single("caption", classes=vocabulary, train=source("train"), val=source("val"),
+                             test=source("test"))
 
 
 def _check_captions(image_id: Any, texts: list[Any], where: str) -> list[str]:

@@ -7,10 +7,10 @@
      "labels":    int64 [K]       0-based class ids (index into DataSplits.classes),
      "image_id":  int             id of the image in its source (the COCO image id where there is one),
      "orig_size": (H, W)          of the decoded image before the pipeline,
-     "size":      (H, W)          of the model input (added by finish_sample)}
+     "size":      (H, W)          of the model input (added by zoo.data.targets)}
 
 Sources' ``load(i)`` return ``(uint8 [H, W, C] image, target)`` with numpy ``boxes``/``labels``; after the
-pipeline (:func:`finish_sample`) they are torch tensors. ``K`` may be 0 (a background image: ``boxes`` is
+pipeline (``zoo.data.targets``) they are torch tensors. ``K`` may be 0 (a background image: ``boxes`` is
 ``[0, 4]``).
 
 **Formats read**: the synthetic shapes set, COCO JSON, YOLO txt folders, Pascal VOC XML. Images are decoded by
@@ -42,8 +42,8 @@ from zoo.data.shapes import SHAPE_CLASSES, ShapesConfig, shapes_root
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
 
-__all__ = ["DetectionRecord", "DetectionSource", "BoxReport", "pipeline_inputs", "compose_kwargs", "finish_sample",
-           "collate", "ShapesDetectionData", "CocoDetectionData", "YoloFolderData", "VocData"]
+__all__ = ["DetectionRecord", "DetectionSource", "BoxReport",
+           "ShapesDetectionData", "CocoDetectionData", "YoloFolderData", "VocData"]
 
 log = logging.getLogger(__name__)
 _EXAMPLES = 3  # entries named in a clip/drop warning
@@ -52,34 +52,7 @@ _EXAMPLES = 3  # entries named in a clip/drop warning
 # --- the target format and the task hooks -------------------------------------------------------------------------
 
 
-def pipeline_inputs(image: np.ndarray, target: dict) -> dict:
-    """Albumentations inputs: the image, its boxes (``pascal_voc`` = xyxy pixels) and their labels."""
-    return {"image": image, "bboxes": np.asarray(target["boxes"], np.float32).reshape(-1, 4),
-            "labels": np.asarray(target["labels"], np.int64).reshape(-1)}
-
-
-def compose_kwargs() -> dict:
-    """``A.Compose`` arguments so boxes follow every geometric transform; boxes cropped to < 1 px² or to under 10 %
-    of their area are dropped with their labels."""
-    import albumentations as A
-
-    return {"bbox_params": A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, min_area=1.0,
-                                        min_visibility=0.1)}
-
-
-def finish_sample(out: dict, target: dict) -> tuple[torch.Tensor, dict]:
-    """``(image [C, H, W] float, target)`` with the transformed boxes (float32 ``[K, 4]``) and labels (int64 ``[K]``)."""
-    image = out["image"]
-    boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
-    labels = torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1))
-    return image, {"boxes": boxes, "labels": labels, "image_id": int(target["image_id"]),
-                   "orig_size": tuple(target["orig_size"]), "size": tuple(image.shape[-2:])}
-
-
-def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """``(images [N, C, H, W], list of N target dicts)``: targets have different box counts, so they stay a list."""
-    images, targets = zip(*batch)
-    return torch.stack(images), list(targets)
+# The albumentations inputs, compose arguments, finishing and collation of box targets: zoo.data.targets ("boxes").
 
 
 # --- records, sources and box checks ---------------------------------------------------------------------------------
@@ -168,7 +141,7 @@ def _splits(classes: tuple[str, ...], parts: dict[str, list[DetectionRecord]], c
     skipped = [entry for split, report in reports.items() for entry in report.warn(split)]
     if not parts["train"]:
         raise ZooError("the train split has no images")
-    return DataSplits(classes=classes, skipped=skipped,
+    return DataSplits.single("boxes", classes=classes, skipped=skipped,
                       **{name: DetectionSource(parts[name], channels) for name in ("train", "val", "test")})
 
 

@@ -43,6 +43,6 @@ class DigitsData(ImageData):
         labels = digits.target.astype(np.int64)
         train, val, test = stratified_split(labels, val_fraction=self.val_fraction,
                                             test_fraction=self.test_fraction, seed=self.split_seed)
-        return DataSplits(classes=self.static_classes(),
+        return DataSplits.single("label", classes=self.static_classes(),
                           **{name: ArraySource(images[idx], labels[idx].tolist())
                              for name, idx in (("train", train), ("val", val), ("test", test))})

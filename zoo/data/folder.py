@@ -112,7 +112,7 @@ class ImageFolderData(ImageData):
         for name, (files, _) in parts.items():
             if not files and name == "train":
                 raise ZooError(f"{root}: the train split has no usable images")
-        return DataSplits(classes=classes, skipped=skipped,
+        return DataSplits.single("label", classes=classes, skipped=skipped,
                           **{n: FileSource(list(f), list(lab), self.channels) for n, (f, lab) in parts.items()})
 
     def _split(self, files: list[Path], labels: list[int], *, val: bool, test: bool) -> dict[str, tuple]:

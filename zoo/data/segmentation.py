@@ -179,7 +179,7 @@ class ShapesSegmentationData(ShapesData):
         parts = split_indices(len(images), val_fraction=self.val_fraction, test_fraction=self.test_fraction,
                               seed=self.split_seed)
         classes = self.static_classes()
-        return DataSplits(classes=classes, **{
+        return DataSplits.single("mask", classes=classes, **{
             name: MaskSource([images[i] for i in ix], [masks[i] for i in ix], self.channels, len(classes))
             for name, ix in zip(_SPLITS, parts)})
 
@@ -234,7 +234,7 @@ class MaskFolderData(ImageData):
         for images, masks in parts.values():
             for image, mask in zip(images, masks):
                 _check_sizes(image, mask, _header_size(image), _header_size(mask))
-        return DataSplits(classes=tuple(classes), **{
+        return DataSplits.single("mask", classes=tuple(classes), **{
             name: MaskSource(list(images), list(masks), self.channels, len(classes), self.ignore_index)
             for name, (images, masks) in parts.items()})
 
@@ -369,4 +369,4 @@ class CocoSegmentationData(ImageData):
         if len(classes) < 2:
             raise RecipeError("data.train_json", f"{self.train_json} has no 'categories'")
         parts.setdefault("test", parts["val"])
-        return DataSplits(classes=classes, **parts)
+        return DataSplits.single("mask", classes=classes, **parts)

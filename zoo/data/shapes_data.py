@@ -43,6 +43,6 @@ class ShapesData(ImageData):
                                  mean=self.mean, std=self.std, val_fraction=self.val_fraction,
                                  test_fraction=self.test_fraction, split_seed=self.split_seed, verify_images=False)
         splits = folder.setup()
-        if splits.classes != SHAPE_CLASSES:  # a class that never came out largest leaves no folder
-            raise ValueError(f"{root}: rendered classes {splits.classes} differ from {SHAPE_CLASSES}; render more images")
+        if splits.classes["label"] != SHAPE_CLASSES:  # a class that never came out largest leaves no folder
+            raise ValueError(f"{root}: rendered classes {splits.classes['label']} differ from {SHAPE_CLASSES}; render more images")
         return splits

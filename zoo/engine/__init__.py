@@ -3,7 +3,7 @@
 from zoo.engine.checkpoint import AtomicCheckpointIO, atomic_torch_save, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
 from zoo.engine.module import ZooModule
-from zoo.engine.run import evaluate, interpolate, load_module, predict, sample, train
+from zoo.engine.run import evaluate, load_module, predict, train
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "read_checkpoint", "ZooDataModule", "ZooModule", "evaluate",
-           "load_module", "predict", "train", "sample", "interpolate"]
+           "load_module", "predict", "train"]

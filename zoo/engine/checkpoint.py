@@ -13,7 +13,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from zoo.errors import CheckpointError
 from zoo.weights import read_weights_file
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "read_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "read_checkpoint", "migrate_checkpoint"]
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -55,3 +55,42 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a zoo checkpoint (no recipe inside); train one with `zoo train`")
     return data
 
+
+
+# Spec fields renamed since a format was written: (spec name, old field) -> new field.
+_RENAMED_FIELDS = {("YoloV1", "feature_level"): "level"}
+
+
+def _rename_fields(data: Any) -> Any:
+    if isinstance(data, dict):
+        kind = data.get("_spec")
+        return {_RENAMED_FIELDS.get((kind, k), k): _rename_fields(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_rename_fields(v) for v in data]
+    return data
+
+
+def migrate_checkpoint(saved: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``zoo`` entry in the current format (``zoo.engine.module.CHECKPOINT_FORMAT``).
+
+    Format 1 (one head; ``classes`` a list of the head's target classes) becomes format 2 (``classes`` per target
+    key); renamed spec fields are renamed. A format newer than this version is refused with what to do.
+    """
+    from zoo.engine.module import CHECKPOINT_FORMAT
+
+    version = saved.get("format", 1)
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {version!r} is newer than this zoo reads "
+                              f"(up to {CHECKPOINT_FORMAT}); upgrade the zoo package")
+    if version == CHECKPOINT_FORMAT:
+        return saved
+    recipe = _rename_fields(saved["recipe"])
+    head = recipe.get("model", {}).get("head") or {}
+    import heads  # noqa: F401  (registers the head specs a saved recipe names)
+    from zoo.recipe.spec import SPECS
+
+    try:
+        target = SPECS.get(head["_spec"]).task.target
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: format-1 checkpoint without a readable model.head ({e}); retrain it") from None
+    return {**saved, "recipe": recipe, "classes": {target: list(saved["classes"])}, "format": CHECKPOINT_FORMAT}

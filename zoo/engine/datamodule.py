@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data.base import DataSplits, TransformedDataset
+from zoo.data.targets import SamplePreparer, collate_samples
 from zoo.errors import ZooError
 from zoo.recipe import Recipe
 
@@ -33,12 +34,10 @@ class ZooDataModule(L.LightningDataModule):
         if len(source) == 0:
             raise ZooError(f"the {split} split of {type(d).__name__} is empty; give it images (a {split}/ folder "
                            f"or a non-zero data.{split}_fraction)")
-        transform = self.recipe.transform(train=train)
-        task = self.recipe.task
+        prepare = SamplePreparer(self.recipe.transform(train=train), self.recipe.target_keys())
         workers = d.num_workers
         return DataLoader(
-            TransformedDataset(source, transform, pipeline_inputs=task.pipeline_inputs,
-                               finish_sample=task.finish_sample),
+            TransformedDataset(source, prepare),
             batch_size=d.batch_size,
             shuffle=train,
             drop_last=train and len(source) > d.batch_size,  # no tiny last batch upsetting BatchNorm
@@ -46,7 +45,7 @@ class ZooDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=task.collate,
+            collate_fn=collate_samples,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,84 +1,190 @@
-"""The one LightningModule: backbone → head → loss terms, with the task's metrics. Never task-specific."""
+"""The one LightningModule: backbone (→ neck) → named heads → loss terms, with each head's metrics.
+
+Never task-specific: the engine iterates over the recipe's heads, feeds each its own target key of the batch (only
+the samples that have it) and prefixes what it logs with the head's name (``train/det/box``, ``val/seg/miou``).
+A single ``model.head`` has the name "" and logs unprefixed names (``val/top1``), as before named heads existed.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
+from zoo.data.targets import Labelled
+from zoo.errors import RecipeError
 from zoo.recipe import Recipe
+from zoo.recipe.parts import ModelSpec
+from zoo.task import HeadContext, ImageGeometry
 from zoo.weights import load_state_dict_report, read_weights_file, strip_prefix
 
-__all__ = ["ZooModule", "CHECKPOINT_KEY"]
+__all__ = ["ZooModel", "ZooModule", "CHECKPOINT_KEY", "CHECKPOINT_FORMAT"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "zoo"  # where the recipe and class names sit inside every checkpoint
+CHECKPOINT_FORMAT = 2  # 1: one head, classes a list; 2: classes per target key (zoo.engine.checkpoint migrates 1)
+
+
+def _key(name: str) -> str:
+    return name or "main"  # ModuleDict keys cannot be empty
+
+
+def build_head(spec: Any, feature_info: Sequence[Any], *, path: str, num_classes: int,
+               geometry: ImageGeometry) -> nn.Module:
+    """``spec.build(...)``, with a build error that is not already a recipe error named by the head's path."""
+    try:
+        return spec.build(feature_info, num_classes=num_classes, geometry=geometry)
+    except RecipeError as e:
+        if e.path.startswith("model."):
+            raise
+        raise RecipeError(path + (f".{e.path}" if e.path else ""), str(e).removeprefix(f"{e.path}: ")) from None
 
 
 class ZooModel(nn.Module):
-    """``backbone`` then ``head``: ``forward(images [N, C, H, W]) -> head outputs``."""
+    """``backbone`` (→ ``neck``) then every head on the same features.
 
-    def __init__(self, recipe: Recipe, num_classes: int) -> None:
+    A single head is the attribute ``head`` (so its state-dict keys are ``head.*``); named heads live in
+    ``heads[name]``. ``forward(images)`` returns the single head's outputs, or ``{name: outputs}`` for named heads.
+
+    Args:
+        recipe: the model, data geometry and heads.
+        classes: class names per target key (their count sizes each head).
+    """
+
+    def __init__(self, recipe: Recipe, classes: Mapping[str, Sequence[str]]) -> None:
         super().__init__()
         self.backbone = recipe.model.backbone.build()
-        head = recipe.model.head
-        if hasattr(head, "with_data"):  # image decoders take the data's size, channels and normalisation
-            head = head.with_data(recipe.data)
-        self.head = head.build(self.backbone.feature_info, num_classes=head.num_classes or num_classes)
+        info = self.backbone.feature_info
+        self.neck = None
+        if recipe.model.neck is not None:
+            self.neck = recipe.model.neck.build_neck(info)
+            info = self.neck.feature_info
+        geometry = ImageGeometry.of(recipe.data)
+        built = {}
+        for name, (spec, _) in recipe.heads().items():
+            count = spec.num_classes or len(classes.get(type(spec).task.target, ()))
+            built[name] = build_head(spec, info, path=ModelSpec.path(name), num_classes=count, geometry=geometry)
+        self.single = recipe.model.head is not None
+        if self.single:
+            self.head = built[""]
+        else:
+            self.heads = nn.ModuleDict(built)
 
-    def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
+    def named_heads(self) -> dict[str, nn.Module]:
+        return {"": self.head} if self.single else dict(self.heads.items())
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.backbone(images)
-        if getattr(self.head, "takes_targets", False):  # teacher-forced heads (captioning)
-            return self.head(features, targets)
-        if getattr(self.head, "takes_images", False):  # autoencoders measure reconstructions against the input
-            return self.head(features, images)
-        return self.head(features)
+        return self.neck(features) if self.neck is not None else features
+
+    def run_heads(self, images: torch.Tensor, targets: Mapping[str, Labelled] | None, keys: Mapping[str, str],
+                  ) -> dict[str, tuple[Any, Any]]:
+        """``{name: (outputs, target)}`` for every head whose target key some sample of the batch has.
+
+        ``keys`` maps head name → target key. With ``targets=None`` (prediction) every head runs on every image and
+        the target is ``None``. Otherwise a head runs on the samples that have its target only.
+        """
+        features = self.features(images)
+        result = {}
+        for name, head in self.named_heads().items():
+            if targets is None:
+                result[name] = (head(features, images, None), None)
+                continue
+            labelled = targets.get(keys[name])
+            if labelled is None:  # no sample of this batch carries this head's target
+                continue
+            feats, imgs = features, images
+            if len(labelled.index) != len(images):
+                feats, imgs = [f[labelled.index] for f in features], images[labelled.index]
+            result[name] = (head(feats, imgs, labelled.value), labelled.value)
+        return result
+
+    def forward(self, images: torch.Tensor) -> Any:
+        features = self.features(images)
+        outputs = {name: head(features, images, None) for name, head in self.named_heads().items()}
+        return outputs[""] if self.single else outputs
 
 
 class ZooModule(L.LightningModule):
-    """Trains and evaluates any (backbone, head, loss, metrics) combination a recipe describes.
+    """Trains and evaluates any (backbone, heads, losses, metrics) combination a recipe describes.
 
     Args:
         recipe: the run's description.
-        classes: class names, from the dataset adapter (their count sizes the head).
+        classes: class names per target key, from the dataset adapter.
     """
 
-    def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
+    def __init__(self, recipe: Recipe, classes: Mapping[str, Sequence[str]]) -> None:
         super().__init__()
-        self.recipe, self.classes = recipe, list(classes)
-        self.task = recipe.task
-        self.model = ZooModel(recipe, len(self.classes))
+        self.recipe = recipe
+        self.classes = {k: tuple(v) for k, v in classes.items()}
+        self.model = ZooModel(recipe, self.classes)
         if recipe.model.weights:
             raw = read_weights_file(recipe.model.weights)
             state = strip_prefix(raw.get("state_dict", raw), "model.")
             load_state_dict_report(self.model, state, what=f"{recipe.model.weights} into the whole model")
-        self.criterion = recipe.loss.build()
-        self.val_metrics = self.task.make_metrics(self.classes)
-        self.test_metrics = self.task.make_metrics(self.classes)
+        specs = recipe.heads()
+        modules = self.model.named_heads()
+        self.target_keys = {name: type(spec).task.target for name, (spec, _) in specs.items()}
+        self.contexts = {name: HeadContext(name, spec, modules[name], self.classes.get(self.target_keys[name], ()))
+                         for name, (spec, _) in specs.items()}
+        self.criteria = nn.ModuleDict({_key(n): loss.build(modules[n]) for n, (_, loss) in specs.items()})
+        self.val_metrics = nn.ModuleDict({_key(n): type(s).task.make_metrics(self.contexts[n])
+                                          for n, (s, _) in specs.items()})
+        self.test_metrics = nn.ModuleDict({_key(n): type(s).task.make_metrics(self.contexts[n])
+                                           for n, (s, _) in specs.items()})
+        weighting = getattr(recipe.loss, "weighting", "fixed")
+        # Kendall, Gal & Cipolla 2018: total = sum_h exp(-s_h) * L_h + s_h, s_h = log sigma_h^2 learned per head
+        self.log_vars = nn.Parameter(torch.zeros(len(specs))) if weighting == "uncertainty" else None
+        self.monitor, self.monitor_mode = recipe.monitor()
         self.last_metrics: dict[str, float] = {}
 
-    def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
-        return self.model(images, targets)
+    @property
+    def task(self):
+        """The task of a single-head model (``None`` for named heads)."""
+        return type(self.recipe.model.head).task if self.model.single else None
 
-    def _losses(self, batch: Any) -> tuple[Any, Any, dict[str, torch.Tensor]]:
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.model(images)
+
+    @staticmethod
+    def prefix(name: str) -> str:
+        return f"{name}/" if name else ""
+
+    def _losses(self, batch: Any) -> tuple[dict[str, tuple[Any, Any]], torch.Tensor, dict[str, torch.Tensor]]:
+        """Head outputs with their targets, the weighted total loss, and every named term (prefixed, unweighted)."""
         images, targets = batch
-        outputs = self(images, targets)
-        terms = self.criterion(outputs, targets)
-        return outputs, targets, terms
+        ran = self.model.run_heads(images, targets, self.target_keys)
+        total = images.new_zeros(())
+        terms: dict[str, torch.Tensor] = {}
+        for i, name in enumerate(self.contexts):
+            if name not in ran:
+                continue
+            outputs, target = ran[name]
+            head_terms = self.criteria[_key(name)](outputs, target)
+            head_loss = sum(head_terms.values())
+            p = self.prefix(name)
+            terms.update({f"{p}{k}": v for k, v in head_terms.items()})
+            if name:
+                terms[f"{name}/loss"] = head_loss
+            if self.log_vars is not None:
+                total = total + torch.exp(-self.log_vars[i]) * head_loss + self.log_vars[i]
+            else:
+                total = total + (self.recipe.loss.weight(name) if name else 1.0) * head_loss
+        return ran, total, terms
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if hasattr(self.criterion, "set_progress"):  # loss warm-ups (a VAE's KL weight)
-            per_epoch = max(1, self.trainer.num_training_batches)
-            done = self.current_epoch + batch_idx / per_epoch
-            self.criterion.set_progress(min(1.0, done / max(1, self.trainer.max_epochs)))
+        per_epoch = max(1, self.trainer.num_training_batches)
+        done = (self.current_epoch + batch_idx / per_epoch) / max(1, self.trainer.max_epochs)
+        for criterion in self.criteria.values():
+            if hasattr(criterion, "set_progress"):  # loss warm-ups (a VAE's KL weight)
+                criterion.set_progress(min(1.0, done))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        _, _, terms = self._losses(batch)
-        loss = sum(terms.values())
+        _, loss, terms = self._losses(batch)
         # Logging costs ~0.5 ms a call (docs/benchmarks.md); log only the steps the loggers will keep.
         trainer = self._trainer
         if trainer is None or (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.is_last_batch:
@@ -86,13 +192,19 @@ class ZooModule(L.LightningModule):
             self.log("train/loss", loss.detach(), prog_bar=True, batch_size=n)
             if len(terms) > 1:
                 self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=n)
+            if self.log_vars is not None:
+                self.log_dict({f"train/weight/{name}": torch.exp(-v.detach())
+                               for name, v in zip(self.contexts, self.log_vars)}, batch_size=n)
         return loss
 
-    def _eval_step(self, batch: Any, split: str, metrics: nn.Module) -> None:
-        outputs, targets, terms = self._losses(batch)
-        self.log(f"{split}/loss", sum(terms.values()), prog_bar=split == "val", batch_size=len(batch[0]),
-                 sync_dist=True)
-        metrics.update(outputs, targets)
+    def _eval_step(self, batch: Any, split: str, metrics: nn.ModuleDict) -> None:
+        ran, loss, terms = self._losses(batch)
+        n = len(batch[0])
+        self.log(f"{split}/loss", loss, prog_bar=split == "val", batch_size=n, sync_dist=True)
+        for name, (outputs, target) in ran.items():
+            if name:
+                self.log(f"{split}/{name}/loss", terms[f"{name}/loss"], batch_size=len(target), sync_dist=True)
+            metrics[_key(name)].update(outputs, target)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_metrics)
@@ -100,12 +212,15 @@ class ZooModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
 
-    def _eval_epoch_end(self, split: str, metrics: nn.Module) -> None:
-        values = metrics.compute()
-        metrics.reset()
+    def _eval_epoch_end(self, split: str, metrics: nn.ModuleDict) -> None:
+        values: dict[str, float] = {}
+        for name in self.contexts:
+            m = metrics[_key(name)]
+            values.update({f"{self.prefix(name)}{k}": v for k, v in m.compute().items()})
+            m.reset()
         self.last_metrics = values
         for k, v in values.items():
-            self.log(f"{split}/{k}", v, prog_bar=k == self.task.monitor, sync_dist=True)
+            self.log(f"{split}/{k}", v, prog_bar=k == self.monitor, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val", self.val_metrics)
@@ -118,12 +233,14 @@ class ZooModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.recipe.optim.build(self.model)
+        optimizer = self.recipe.optim.build(self)  # the model and learned loss weights
         schedule = self.recipe.sched.build(optimizer, epochs=self.recipe.trainer.max_epochs,
-                                           monitor=f"val/{self.task.monitor}", mode=self.task.mode)
+                                           monitor=f"val/{self.monitor}", mode=self.monitor_mode)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain data only: the checkpoint must load with weights_only=True and rebuild the module alone.
-        checkpoint[CHECKPOINT_KEY] = {"recipe": self.recipe.to_data(), "classes": self.classes, "format": 1}
+        checkpoint[CHECKPOINT_KEY] = {"recipe": self.recipe.to_data(),
+                                      "classes": {k: list(v) for k, v in self.classes.items()},
+                                      "format": CHECKPOINT_FORMAT}
         checkpoint.pop("hyper_parameters", None)

@@ -21,16 +21,16 @@ from lightning.pytorch.utilities import move_data_to_device
 
 from zoo.data.base import DataSplits
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
-from zoo.engine.checkpoint import AtomicCheckpointIO, read_checkpoint
+from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
-from zoo.engine.module import CHECKPOINT_KEY, ZooModule
+from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Recipe
-from zoo.task import PredictOptions
+from zoo.recipe.parts import ModelSpec
+from zoo.task import Geometry
 
-__all__ = ["train", "evaluate", "predict", "sample", "interpolate", "load_module", "prepare_data", "picture_grid",
-           "to_uint8_images",
-           "save_prediction_grid"]
+__all__ = ["train", "evaluate", "predict", "check_model", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
+           "decode_outputs", "draw_prediction", "save_prediction_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +52,60 @@ class EpochLine(L.Callback):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        shown = {k: float(v) for k, v in trainer.callback_metrics.items()
-                 if k.startswith(("train/", "val/")) and k.count("/") == 1}
+        if module.model.single:
+            shown = {k: float(v) for k, v in trainer.callback_metrics.items()
+                     if k.startswith(("train/", "val/")) and k.count("/") == 1}
+        else:  # named heads: the totals, the monitored metric and each head's own task metric
+            wanted = {"train/loss", "val/loss", f"val/{module.monitor}",
+                      *(f"val/{name}/{type(ctx.spec).task.monitor}" for name, ctx in module.contexts.items())}
+            shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in wanted}
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
               + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())), flush=True)
 
 
 def prepare_data(recipe: Recipe) -> DataSplits:
-    """Runs the adapter's ``setup`` and checks the head against the classes it found."""
+    """Runs the adapter's ``setup`` and checks each head against the classes of its target."""
     recipe.data.preflight()
     splits = recipe.data.setup()
-    head = recipe.model.head
-    if head.num_classes is not None and head.num_classes != len(splits.classes):
-        raise RecipeError("model.head.num_classes", f"is {head.num_classes} but the data has {len(splits.classes)} "
-                                                    f"classes {list(splits.classes)[:10]}")
+    for name, (head, _) in recipe.heads().items():
+        key = type(head).task.target
+        if key != "image" and key not in splits.classes:
+            raise ZooError(f"{type(recipe.data).__name__} set up targets {sorted(splits.classes)}, not {key!r} "
+                           f"that {ModelSpec.path(name)} needs")
+        classes = splits.classes.get(key, ())
+        if head.num_classes is not None and head.num_classes != len(classes):
+            raise RecipeError(f"{ModelSpec.path(name)}.num_classes", f"is {head.num_classes} but the data has "
+                                                                     f"{len(classes)} classes {list(classes)[:10]}")
     return splits
+
+
+_PLACEHOLDER_CLASSES = 8  # classes assumed for a target whose names only the data knows (zoo check reads no data)
+
+
+def check_model(recipe: Recipe) -> ZooModel:
+    """Builds the recipe's model on the ``meta`` device (no memory, no weights, no data) and runs a dummy batch of the
+    recipe's input size through backbone, neck and heads, so a bad level, mismatched channels or a head that cannot
+    take the backbone's maps fail here, naming the recipe path. Targets whose classes only the data knows get
+    placeholder classes."""
+    recipe = recipe.override(**{"model.backbone.pretrained": False, "model.weights": None})
+    known = recipe.data.target_classes()
+    classes = {key: known.get(key) or tuple(f"class{i}" for i in range(_PLACEHOLDER_CLASSES))
+               for key in recipe.target_keys()}
+    with torch.device("meta"):
+        model = ZooModel(recipe, classes).eval()
+        size = recipe.data.image_size
+        images = torch.zeros(2, recipe.data.channels, size, size)
+        try:
+            model.run_heads(images, None, {name: "" for name in model.named_heads()})
+        except ZooError:
+            raise
+        except NotImplementedError as e:  # an operator without a meta kernel: the build itself succeeded
+            log.info("zoo check: built the model; the dummy forward needs an operator meta tensors lack (%s)", e)
+        except Exception as e:  # noqa: BLE001  (shape errors of any kind: say where and what)
+            raise RecipeError("model", f"a dummy batch [2, {recipe.data.channels}, {size}, {size}] does not run "
+                                       f"through backbone {recipe.model.backbone.name!r} and the head(s): "
+                                       f"{type(e).__name__}: {e}") from None
+    return model
 
 
 def _batches(limit: int | float) -> int | float:
@@ -105,10 +144,11 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
     (out / "recipe.txt").write_text(recipe.listing() + "\n")
+    check_model(recipe)  # fails before any data is read
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = prepare_data(recipe)
     (out / "data.json").write_text(json.dumps({
-        "classes": list(splits.classes),
+        "classes": {k: list(v) for k, v in splits.classes.items()},
         "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
         "skipped": [[str(p), r] for p, r in splits.skipped],
     }, indent=1))
@@ -116,15 +156,15 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
         print(f"skipped {len(splits.skipped)} undecodable image(s); listed in {out / 'data.json'}")
     datamodule = ZooDataModule(recipe, splits)
     module = ZooModule(recipe, splits.classes)
-    task = recipe.task
-    monitor = f"val/{task.monitor}"
+    name, mode = recipe.monitor()
+    monitor = f"val/{name}"
     callbacks: list = [
-        ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=task.mode, save_last=True,
+        ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=mode, save_last=True,
                         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if recipe.trainer.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=task.mode, patience=recipe.trainer.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=recipe.trainer.early_stopping_patience))
     loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")]
     trainer = _trainer(recipe, out, callbacks, logger=loggers)
     trainer.fit(module, datamodule=datamodule)
@@ -136,9 +176,9 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
 
 def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None) -> ZooModule:
     """Rebuilds the trained module from a checkpoint alone (recipe and classes are inside it); ``overrides``
-    (dotted path → value) edit the saved recipe first."""
+    (dotted path → value) edit the saved recipe first. Checkpoints of earlier formats are migrated on load."""
     data = read_checkpoint(checkpoint)
-    saved = data[CHECKPOINT_KEY]
+    saved = migrate_checkpoint(data[CHECKPOINT_KEY], checkpoint)
     # The weights are in the checkpoint: don't look for the pretrained files the run started from.
     recipe = Recipe.from_data(saved["recipe"]).override(**{"model.backbone.pretrained": False,
                                                             "model.weights": None, **(overrides or {})})
@@ -159,16 +199,20 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     module = load_module(checkpoint, overrides)
     if splits is None:
         splits = prepare_data(module.recipe)
-    if tuple(splits.classes) != tuple(module.classes):
-        raise ZooError(f"{checkpoint}: trained on classes {module.classes[:10]}, the data now has "
-                       f"{list(splits.classes)[:10]}")
+    for key, classes in module.classes.items():
+        if tuple(splits.classes.get(key, ())) != tuple(classes):
+            raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
+                           f"now has {list(splits.classes.get(key, ()))[:10]}")
     loader = ZooDataModule(module.recipe, splits).split_loader(split)
     trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, strategy="auto")
     trainer.test(module, dataloaders=loader, verbose=False)
     metrics = dict(module.last_metrics)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        module.test_metrics.save_artifacts(Path(out))
+        for name, head_metrics in zip(module.contexts, module.test_metrics.values()):
+            folder = Path(out) / name if name else Path(out)
+            folder.mkdir(parents=True, exist_ok=True)
+            head_metrics.save_artifacts(folder)
         save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
     return metrics
 
@@ -210,45 +254,76 @@ def picture_grid(pictures: Sequence[np.ndarray], *, columns: int = 4, gap: int =
     return grid
 
 
+def decode_outputs(module: ZooModule, outputs: Any, geometry: Geometry) -> list[dict]:
+    """Model outputs → one JSON-able prediction per image: the task's dict for a single head, ``{name: dict}`` for
+    named heads. Decoding (NMS, beam search, argmax) happens here, outside the graph."""
+    per_head = outputs if not module.model.single else {"": outputs}
+    decoded = {name: type(ctx.spec).task.predict(per_head[name], ctx, geometry) for name, ctx in module.contexts.items()}
+    count = len(next(iter(decoded.values())))
+    if module.model.single:
+        return decoded[""]
+    return [{name: decoded[name][i] for name in decoded} for i in range(count)]
+
+
+def draw_prediction(module: ZooModule, picture: np.ndarray, prediction: dict,
+                    targets: dict[str, Any] | None = None) -> np.ndarray | None:
+    """One picture of one image's prediction: the task's drawing for a single head; each named head's drawing side by
+    side for named heads (heads without a drawing are left out). ``targets``: head name → that image's target."""
+    drawn = []
+    for name, ctx in module.contexts.items():
+        draw = type(ctx.spec).task.draw
+        if draw is None:
+            continue
+        pred = prediction if module.model.single else prediction[name]
+        drawn.append(draw(picture, pred, (targets or {}).get(name), ctx.classes))
+    if not drawn:
+        return None
+    return drawn[0] if len(drawn) == 1 else picture_grid(drawn, columns=len(drawn))
+
+
 @torch.no_grad()
 def save_prediction_grid(module: ZooModule, loader: Any, path: Path, *, count: int = 16) -> Path | None:
-    """The first ``count`` images of ``loader`` with their predictions and truth, drawn by the task."""
-    task, recipe = module.task, module.recipe
-    if task.draw is None:
+    """The first ``count`` images of ``loader`` with their predictions and truth, drawn by the heads' tasks."""
+    recipe = module.recipe
+    if all(type(ctx.spec).task.draw is None for ctx in module.contexts.values()):
         return None
     images, targets = next(iter(loader))
-    images, targets = images[:count], targets[:count]
+    images = images[:count]
     outputs = move_data_to_device(module(images.to(module.device)), "cpu")
-    size = tuple(images.shape[-2:])
-    options = PredictOptions(input_size=size, resize=recipe.aug.resize)
-    predictions = task.predict(outputs, module.classes, options)
+    predictions = decode_outputs(module, outputs, Geometry(input_size=tuple(images.shape[-2:]),
+                                                           resize=recipe.aug.resize))
     pictures = to_uint8_images(images, recipe.data.mean, recipe.data.std)
-    drawn = [task.draw(pic, pred, target, module.classes)
-             for pic, pred, target in zip(pictures, predictions, targets)]
+    drawn = []
+    for i, (picture, prediction) in enumerate(zip(pictures, predictions)):
+        truth = {}
+        for name, key in module.target_keys.items():
+            labelled = targets.get(key)
+            if labelled is not None and i in labelled.index.tolist():
+                truth[name] = labelled.value[labelled.index.tolist().index(i)]
+        drawn.append(draw_prediction(module, picture, prediction, truth))
     Image.fromarray(picture_grid(drawn)).save(path)
     return path
 
 
 @torch.no_grad()
-def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, options: PredictOptions | None = None,
-            batch_size: int = 32, out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Predictions for image files or folders: one ``{"image": path, **task prediction}`` per image.
+def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, batch_size: int = 32,
+            out: str | Path | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Predictions for image files or folders: one ``{"image": path, **prediction}`` per image (a named-head model
+    gives ``{"image": path, name: prediction, ...}``). ``overrides`` edit the saved recipe, e.g.
+    ``{"model.head.score_threshold": 0.5}`` (a head's predict options are fields of its spec).
 
-    With ``out``, writes ``predictions.json``, the task's own formats, and each image with its prediction drawn
+    With ``out``, writes ``predictions.json``, the tasks' own formats, and each image with its prediction drawn
     (``out/images/``).
     """
-    module = load_module(checkpoint)
-    recipe, task = module.recipe, module.task
-    # Images only (no targets): without the task's bbox_params, which would demand box labels.
-    transform = recipe.aug.compose(train=False, size=recipe.data.image_size, mean=recipe.data.mean,
-                                   std=recipe.data.std)
+    module = load_module(checkpoint, overrides)
+    recipe = module.recipe
+    transform = recipe.transform(train=False, with_targets=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module.to(device)
     files = _image_files(inputs)
-    base = options or PredictOptions()
     size = recipe.data.image_size
     results: list[dict[str, Any]] = []
-    drawn_dir = Path(out) / "images" if out is not None and task.draw is not None else None
+    drawn_dir = Path(out) / "images" if out is not None else None
     if drawn_dir is not None:
         drawn_dir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(files), batch_size):
@@ -256,75 +331,20 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, options: Pr
         originals = [load_image(f, channels=recipe.data.channels) for f in chunk]
         batch = torch.stack([transform(image=image)["image"] for image in originals])
         outputs = move_data_to_device(module(batch.to(device)), "cpu")
-        options = dataclasses.replace(base, input_size=(size, size), resize=recipe.aug.resize,
-                                      image_sizes=[image.shape[:2] for image in originals])
-        for f, image, pred in zip(chunk, originals, task.predict(outputs, module.classes, options)):
+        geometry = Geometry(input_size=(size, size), resize=recipe.aug.resize,
+                            image_sizes=[image.shape[:2] for image in originals])
+        for f, image, pred in zip(chunk, originals, decode_outputs(module, outputs, geometry)):
             results.append({"image": str(f), **pred})
-            if drawn_dir is not None:
-                picture = task.draw(image, pred, None, module.classes)
+            picture = draw_prediction(module, image, pred) if drawn_dir is not None else None
+            if picture is not None:
                 Image.fromarray(picture).save(drawn_dir / f"{len(results) - 1:05d}_{f.stem}.png")
     if out is not None:
         out = Path(out)
         (out / "predictions.json").write_text(json.dumps(results, indent=1))
-        if task.save_predictions is not None:
-            task.save_predictions(results, module.classes, out)
+        for name, ctx in module.contexts.items():
+            save = type(ctx.spec).task.save_predictions
+            if save is not None:
+                folder = out / name if name else out
+                folder.mkdir(parents=True, exist_ok=True)
+                save([{"image": r["image"], **(r if not name else r[name])} for r in results], ctx.classes, folder)
     return results
-
-
-def _generative_head(module: ZooModule, checkpoint: str | Path, *methods: str) -> Any:
-    head = module.model.head
-    missing = [m for m in methods if not callable(getattr(head, m, None))]
-    if missing:
-        raise ZooError(f"{checkpoint}: its {module.task.name} head {type(head).__name__} has no {'/'.join(missing)} "
-                       f"method; this needs a generative head with a latent space, such as heads.Vae")
-    return head
-
-
-def _pixels_to_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    """``[N, C, H, W]`` in [0, 1] → ``uint8 [H, W, C]`` pictures."""
-    return list((images.detach().float().cpu().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
-
-
-@torch.no_grad()
-def sample(checkpoint: str | Path, *, n: int = 64, out: str | Path, seed: int = 0) -> Path:
-    """Draws ``n`` images from a generative head's prior (``head.sample(n, generator) -> [n, C, H, W]`` in [0, 1])
-    into one grid PNG at ``out``; the same ``seed`` gives the same picture."""
-    if n < 1:
-        raise ZooError(f"--n must be at least 1, got {n}")
-    module = load_module(checkpoint)
-    head = _generative_head(module, checkpoint, "sample")
-    module.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    images = head.sample(n, torch.Generator().manual_seed(seed))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture_grid(_pixels_to_uint8(images), columns=int(np.ceil(np.sqrt(n))), gap=2)).save(out)
-    return out
-
-
-@torch.no_grad()
-def interpolate(checkpoint: str | Path, first: str | Path, second: str | Path, *, steps: int = 8,
-                out: str | Path) -> Path:
-    """A picture of the straight line between two images' latent codes: ``first | decoded steps | second``.
-
-    Needs a head with ``encode(features) -> codes [N, D]`` and ``decode(codes) -> images [N, C, H, W]`` in [0, 1].
-    """
-    if steps < 2:
-        raise ZooError(f"--steps must be at least 2, got {steps}")
-    module = load_module(checkpoint)
-    head = _generative_head(module, checkpoint, "encode", "decode")
-    recipe = module.recipe
-    transform = recipe.transform(train=False)
-    files = [Path(first), Path(second)]
-    for f in files:
-        if not f.is_file():
-            raise ZooError(f"{f}: no such image file (--interpolate takes two image files)")
-    batch = torch.stack([transform(image=load_image(f, channels=recipe.data.channels))["image"] for f in files])
-    codes = head.encode(module.model.backbone(batch))  # [2, D]
-    t = torch.linspace(0, 1, steps)[:, None]
-    images = head.decode(codes[0] * (1 - t) + codes[1] * t)  # [steps, C, H, W]
-    ends = to_uint8_images(batch, recipe.data.mean, recipe.data.std)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    row = [ends[0], *_pixels_to_uint8(images), ends[1]]
-    Image.fromarray(picture_grid(row, columns=len(row), gap=2)).save(out)
-    return out

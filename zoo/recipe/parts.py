@@ -14,7 +14,7 @@ from zoo.backbones import Backbone, create_backbone, resolve_backbone
 from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 
-__all__ = ["BackboneSpec", "ModelSpec", "Optim", "Schedule", "Trainer", "Augment", "SamplePipeline"]
+__all__ = ["BackboneSpec", "ModelSpec", "Losses", "Optim", "Schedule", "Trainer", "Augment", "SamplePipeline"]
 
 
 @spec
@@ -29,19 +29,87 @@ class BackboneSpec:
     def build(self) -> Backbone:
         return create_backbone(self.name, pretrained=self.pretrained, in_chans=self.in_chans)
 
-    def __or__(self, head: Any) -> ModelSpec:
-        return ModelSpec(backbone=self, head=head)
+    def __or__(self, other: Any) -> ModelSpec:
+        """``backbone | head`` (one head), ``backbone | {"det": head, "seg": head}`` (named heads), or
+        ``backbone | neck`` (then ``| heads``)."""
+        if isinstance(other, dict):
+            return ModelSpec(backbone=self, heads=other)
+        if hasattr(other, "build_neck"):
+            return _BackboneWithNeck(self, other)
+        return ModelSpec(backbone=self, head=other)
+
+
+class _BackboneWithNeck:
+    """``backbone | neck``, waiting for its head(s)."""
+
+    def __init__(self, backbone: BackboneSpec, neck: Any) -> None:
+        self.backbone, self.neck = backbone, neck
+
+    def __or__(self, other: Any) -> ModelSpec:
+        if isinstance(other, dict):
+            return ModelSpec(backbone=self.backbone, neck=self.neck, heads=other)
+        return ModelSpec(backbone=self.backbone, neck=self.neck, head=other)
+
+
+def _check_head(path: str, head: Any) -> None:
+    if not hasattr(head, "build") or not hasattr(type(head), "task"):
+        raise RecipeError(path, f"expected a head spec from heads/, got {head!r}")
 
 
 @spec
 class ModelSpec:
     backbone: BackboneSpec  # the feature extractor
-    head: Any  # a head spec from heads/ (e.g. heads.classification.Classifier)
+    head: Any = None  # one head spec from heads/ (e.g. heads.Classifier); metrics are named as its task names them
+    heads: dict[str, Any] | None = None  # several named heads on one backbone; metrics are prefixed "name/"
+    neck: Any = None  # optional shared neck between backbone and heads (e.g. heads.yolo.PanNeckSpec)
     weights: str | None = None  # a zoo checkpoint or state dict to start the whole model from (fine-tuning)
 
     def __post_init__(self) -> None:
-        if not hasattr(self.head, "build") or not hasattr(type(self.head), "task"):
-            raise RecipeError("model.head", f"expected a head spec from heads/, got {self.head!r}")
+        if (self.head is None) == (self.heads is None):
+            raise RecipeError("model", "give one head (model.head, `backbone | Head()`) or named heads "
+                                       "(model.heads, `backbone | {'det': Yolo(), ...}`), not both and not neither")
+        if self.heads is not None:
+            if not self.heads:
+                raise RecipeError("model.heads", "is empty; name at least one head")
+            for name, head in self.heads.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise RecipeError("model.heads", f"head name {name!r} must be a Python identifier (it becomes "
+                                                     f"the metric prefix and the override path model.heads.NAME)")
+                _check_head(f"model.heads.{name}", head)
+        else:
+            _check_head("model.head", self.head)
+        if self.neck is not None and not hasattr(self.neck, "build_neck"):
+            raise RecipeError("model.neck", f"expected a neck spec (with build_neck), got {self.neck!r}")
+
+    def named_heads(self) -> dict[str, Any]:
+        """``{name: head spec}``; the single head of ``model.head`` is named "" (its metrics carry no prefix)."""
+        return {"": self.head} if self.head is not None else dict(self.heads)
+
+    @staticmethod
+    def path(name: str) -> str:
+        """The dotted recipe path of head ``name`` (``model.head`` for the single head)."""
+        return f"model.heads.{name}" if name else "model.head"
+
+
+@spec
+class Losses:
+    heads: dict[str, Any]  # one loss spec per named head (the same names as model.heads)
+    weights: dict[str, float] | None = None  # fixed weight per head's loss (default 1.0 each)
+    weighting: Literal["fixed", "uncertainty"] = "fixed"  # uncertainty: learned per-head weights (Kendall et al.)
+
+    def __post_init__(self) -> None:
+        for name, loss in self.heads.items():
+            if not hasattr(loss, "build") or not hasattr(type(loss), "task"):
+                raise RecipeError(f"loss.heads.{name}", f"expected a loss spec from heads/, got {loss!r}")
+        unknown = set(self.weights or {}) - set(self.heads)
+        if unknown:
+            raise RecipeError("loss.weights", f"names {sorted(unknown)}, which have no loss in loss.heads "
+                                              f"({sorted(self.heads)})")
+        if any(w < 0 for w in (self.weights or {}).values()):
+            raise RecipeError("loss.weights", f"must be >= 0, got {self.weights}")
+
+    def weight(self, name: str) -> float:
+        return (self.weights or {}).get(name, 1.0)
 
 
 @spec
@@ -109,6 +177,9 @@ class Trainer:
     limit_val_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for validation
     limit_test_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for the test split (train's final eval, zoo eval)
     log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
+    # validation metric that picks best.ckpt, early-stops and drives plateau schedules, as named in metrics.json
+    # without "val/" ("top1"; "det/map50" for named heads; "loss"). None: the (first) head's task default
+    monitor: str | None = None
 
 
 class SamplePipeline:
@@ -154,7 +225,7 @@ class Augment:
                 **compose_kwargs: Any) -> SamplePipeline:
         """The whole pipeline: fit to ``size`` x ``size``, these transforms, normalise, to a ``[C, H, W]`` tensor.
 
-        ``compose_kwargs`` (a task's ``bbox_params``) go to the shared ``A.Compose``, so boxes follow the image.
+        ``compose_kwargs`` (the targets' ``bbox_params``) go to the shared ``A.Compose``, so boxes follow the image.
         """
         import albumentations as A
         import cv2

@@ -18,8 +18,8 @@ __all__ = ["Recipe", "load_recipe"]
 @spec
 class Recipe:
     data: Any  # a dataset adapter spec from zoo.data (DigitsData, ImageFolderData, ShapesData ...)
-    model: ModelSpec  # backbone | head
-    loss: Any  # a loss spec from heads/ matching the head's task
+    model: ModelSpec  # backbone | head, or backbone | {name: head}
+    loss: Any  # a loss spec from heads/ matching the head's task; Losses(heads={name: loss}) for named heads
     aug: Augment = Augment()  # albumentations pipelines
     optim: Optim = Optim()
     sched: Schedule = Schedule()
@@ -30,34 +30,88 @@ class Recipe:
     def __post_init__(self) -> None:
         self.check()
 
-    @property
-    def task(self):
-        return type(self.model.head).task
+    def heads(self) -> dict[str, tuple[Any, Any]]:
+        """``{name: (head spec, loss spec)}``; a single ``model.head`` is named "" (unprefixed metrics)."""
+        named = self.model.named_heads()
+        if self.model.head is not None:
+            return {"": (self.model.head, self.loss)}
+        return {name: (head, self.loss.heads.get(name)) for name, head in named.items()}
+
+    def target_keys(self) -> list[str]:
+        """The target keys the heads learn from, in head order, each once."""
+        return list(dict.fromkeys(type(head).task.target for head, _ in self.heads().values()))
+
+    def metric_names(self) -> list[str]:
+        """The validation metric names the heads declare (``trainer.monitor`` must be one), prefixed by head name."""
+        names = ["loss"]
+        for name, (head, _) in self.heads().items():
+            prefix = f"{name}/" if name else ""
+            names += [prefix + m for m in type(head).task.metrics] + ([f"{name}/loss"] if name else [])
+        return names
+
+    def monitor(self) -> tuple[str, str]:
+        """``(metric name without "val/", "min" | "max")`` that picks ``best.ckpt``: ``trainer.monitor``, or the first
+        head's task default."""
+        heads = self.heads()
+        wanted = self.trainer.monitor
+        if wanted is None:
+            name, (head, _) = next(iter(heads.items()))
+            task = type(head).task
+            return (f"{name}/{task.monitor}" if name else task.monitor), task.mode
+        wanted = wanted.removeprefix("val/")
+        if wanted == "loss" or wanted.endswith("/loss"):
+            return wanted, "min"
+        for name, (head, _) in heads.items():
+            prefix = f"{name}/" if name else ""
+            if wanted.startswith(prefix):
+                task = type(head).task
+                rest = wanted[len(prefix):]
+                if rest in task.metrics or task.per_class and rest.startswith(f"{task.per_class}/"):
+                    return wanted, task.mode
+        raise RecipeError("trainer.monitor", f"{self.trainer.monitor!r} is no metric of this model's heads; valid: "
+                                             f"{', '.join(self.metric_names())} (or a per-class name such as "
+                                             f"acc/<class> where the task has one)")
 
     def check(self) -> None:
         """Agreement between parts, decided without reading any data."""
-        head, loss, data = self.model.head, self.loss, self.data
-        task = type(head).task
-        if getattr(type(loss), "task", None) is not task:
-            loss_task = getattr(getattr(type(loss), "task", None), "name", "no")
-            raise RecipeError("loss", f"{type(loss).__name__} is a {loss_task} loss but model.head "
-                                      f"{type(head).__name__} is a {task.name} head")
+        data, model = self.data, self.model
+        if model.heads is not None:
+            from zoo.recipe.parts import Losses
+
+            if not isinstance(self.loss, Losses):
+                raise RecipeError("loss", f"model.heads names {sorted(model.heads)}: give one loss per head, "
+                                          f"loss=Losses(heads={{name: LossSpec(), ...}}), not {type(self.loss).__name__}")
+            if set(self.loss.heads) != set(model.heads):
+                raise RecipeError("loss.heads", f"names {sorted(self.loss.heads)} but model.heads names "
+                                                f"{sorted(model.heads)}; give each head one loss")
         targets = getattr(data, "targets", ())
-        if task.target != "image" and task.target not in targets:  # every adapter yields images
-            raise RecipeError("data", f"{type(data).__name__} yields {list(targets)} targets; the {task.name} "
-                                      f"head needs {task.target!r}")
+        known = data.target_classes()
+        for name, (head, loss) in self.heads().items():
+            task, path = type(head).task, ModelSpec.path(name)
+            loss_path = f"loss.heads.{name}" if name else "loss"
+            if getattr(type(loss), "task", None) is not task:
+                loss_task = getattr(getattr(type(loss), "task", None), "name", "no")
+                raise RecipeError(loss_path, f"{type(loss).__name__} is a {loss_task} loss but {path} "
+                                             f"{type(head).__name__} is a {task.name} head")
+            if task.target != "image" and task.target not in targets:  # every adapter yields images
+                raise RecipeError("data", f"{type(data).__name__} yields {list(targets)} targets; the {task.name} "
+                                          f"head {path} needs {task.target!r}")
+            classes = known.get(task.target)
+            if classes is not None and head.num_classes is not None and head.num_classes != len(classes):
+                raise RecipeError(f"{path}.num_classes", f"is {head.num_classes} but {type(data).__name__} has "
+                                                         f"{len(classes)} classes {list(classes)}")
         if self.model.backbone.in_chans != data.channels:
             raise RecipeError("model.backbone.in_chans", f"is {self.model.backbone.in_chans} but data.channels "
                                                          f"is {data.channels}; they must agree")
-        classes = data.static_classes()
-        if classes is not None and head.num_classes is not None and head.num_classes != len(classes):
-            raise RecipeError("model.head.num_classes", f"is {head.num_classes} but {type(data).__name__} has "
-                                                        f"{len(classes)} classes {list(classes)}")
+        self.monitor()
 
-    def transform(self, *, train: bool) -> Any:
-        """The albumentations pipeline for training (``train=True``) or val/test/predict images."""
+    def transform(self, *, train: bool, with_targets: bool = True) -> Any:
+        """The albumentations pipeline for training (``train=True``) or val/test/predict images; with
+        ``with_targets=False`` for images alone (no ``bbox_params`` demanding boxes)."""
+        from zoo.data.targets import compose_kwargs_for
+
         d = self.data
-        extra = self.task.compose_kwargs() if self.task.compose_kwargs else {}
+        extra = compose_kwargs_for(self.target_keys()) if with_targets else {}
         return self.aug.compose(train=train, size=d.image_size, mean=d.mean, std=d.std, **extra)
 
     def override(self, *overrides: str, **values: Any) -> Recipe:

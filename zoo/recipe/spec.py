@@ -47,7 +47,7 @@ class Range:
 
 
 def is_spec(obj: Any) -> bool:
-    return dataclasses.is_dataclass(obj) and not isinstance(obj, type) and type(obj).__name__ in SPECS
+    return dataclasses.is_dataclass(obj) and not isinstance(obj, type) and getattr(type(obj), "spec_name", None) in SPECS
 
 
 def field_hints(cls: type) -> dict[str, Any]:
@@ -114,6 +114,10 @@ def _coerce(value: Any, tp: Any) -> Any:
     elif tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_type, value_type = get_args(tp) or (Any, Any)
+            return {_coerce(k, key_type): _coerce(v, value_type) for k, v in value.items()}
     elif origin is tuple:
         if isinstance(value, (tuple, list)):
             args = get_args(tp)
@@ -137,8 +141,14 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
         raise RecipeError(path, str(e)) from None
 
 
-def spec(cls: type) -> type:
-    """Makes ``cls`` a frozen keyword-only dataclass that validates its fields, and registers it."""
+def spec(cls: type | None = None, *, name: str | None = None) -> Any:
+    """Makes ``cls`` a frozen keyword-only dataclass that validates its fields, and registers it.
+
+    ``name`` is the stable name saved recipes and checkpoints use (default: the class name). A class renamed
+    later keeps loading old checkpoints with ``@spec(name="OldName")``.
+    """
+    if cls is None:
+        return lambda c: spec(c, name=name)
     user_post_init = getattr(cls, "__post_init__", None)
 
     def __post_init__(self) -> None:
@@ -151,5 +161,6 @@ def spec(cls: type) -> type:
 
     cls.__post_init__ = __post_init__
     cls = dataclass(frozen=True, kw_only=True)(cls)
-    SPECS.register(cls.__name__, cls)
+    cls.spec_name = name or cls.__name__
+    SPECS.register(cls.spec_name, cls)
     return cls

@@ -39,7 +39,27 @@ class _Changes(dict):
     """Overrides below one node, keyed by field name (leaf values, or ``_Changes`` of a child node)."""
 
 
+def _apply_mapping(node: dict, changes: _Changes, done: str) -> dict:
+    """Overrides below a ``dict`` field (``model.heads``, ``loss.weights``): its keys are the path parts."""
+    updated = dict(node)
+    for key, value in changes.items():
+        path = f"{done}.{key}"
+        if key not in node:
+            hint = close_matches(key, list(node))
+            did = f"; did you mean {', '.join(hint)}?" if hint else ""
+            raise RecipeError(path, f"unknown key{did} (keys: {', '.join(map(str, node))})")
+        if isinstance(value, _Changes):
+            updated[key] = _apply(node[key], value, path)
+        elif is_spec(node[key]):
+            raise RecipeError(path, f"is a {type(node[key]).__name__}; set its fields ({path}.FIELD=value)")
+        else:
+            updated[key] = value
+    return updated
+
+
 def _apply(node: Any, changes: _Changes, done: str) -> Any:
+    if isinstance(node, dict):
+        return _apply_mapping(node, changes, done)
     if not is_spec(node):
         raise RecipeError(done, f"is a {type(node).__name__}, which has no field {next(iter(changes))!r}")
     names = [f.name for f in dataclasses.fields(node)]
@@ -53,6 +73,8 @@ def _apply(node: Any, changes: _Changes, done: str) -> Any:
             raise RecipeError(path, f"unknown field of {type(node).__name__}{did} (fields: {', '.join(names)})")
         if isinstance(value, _Changes):
             updates[name] = _apply(getattr(node, name), value, path)
+            if isinstance(updates[name], dict):  # a mapping's new values are checked against the field's hint
+                updates[name] = check_value(updates[name], hints[name], path)
             continue
         try:
             updates[name] = check_value(value, hints[name], path)
@@ -65,6 +87,11 @@ def _apply(node: Any, changes: _Changes, done: str) -> Any:
         return dataclasses.replace(node, **updates)
     except UnknownNameError as e:  # a registry lookup while the node validates itself
         raise RecipeError(f"{done}.{next(iter(updates))}" if done else "", str(e)) from None
+    except RecipeError as e:
+        if not done or "." in e.path:
+            raise
+        # a node's own agreement check names its field alone ("dim"): say where the node sits
+        raise RecipeError(f"{done}.{e.path}" if e.path else done, str(e).removeprefix(f"{e.path}: ")) from None
 
 
 def _accepts_str(hint: Any) -> bool:
@@ -92,12 +119,17 @@ def apply_overrides(root: Any, overrides: dict[str, Any] | list[str]) -> Any:
 
 
 def flatten(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Every leaf field as ``(dotted.path, value)``, spec nodes as ``(path, "<ClassName>")``."""
+    """Every leaf field as ``(dotted.path, value)``, spec nodes as ``(path, "<ClassName>")``; a ``dict`` of specs
+    (``model.heads``) is walked like a spec, its keys as path parts."""
     rows: list[tuple[str, Any]] = []
-    for f in dataclasses.fields(node):
-        value, path = getattr(node, f.name), f"{prefix}{f.name}"
+    items = node.items() if isinstance(node, dict) else ((f.name, getattr(node, f.name)) for f in dataclasses.fields(node))
+    for name, value in items:
+        path = f"{prefix}{name}"
         if is_spec(value):
             rows.append((path, f"<{type(value).__name__}>"))
+            rows += flatten(value, path + ".")
+        elif isinstance(value, dict) and any(is_spec(v) for v in value.values()):
+            rows.append((path, f"<{len(value)} named>"))
             rows += flatten(value, path + ".")
         else:
             rows.append((path, value))
@@ -111,7 +143,7 @@ def _is_albumentations(value: Any) -> bool:
 def to_data(value: Any) -> Any:
     """A spec tree as JSON-compatible data."""
     if is_spec(value):
-        data = {_TYPE_KEY: type(value).__name__}
+        data = {_TYPE_KEY: type(value).spec_name}
         data.update({f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)})
         return data
     if _is_albumentations(value):
@@ -120,6 +152,8 @@ def to_data(value: Any) -> Any:
         return {_ALBU_KEY: A.to_dict(A.Compose(list(value)))}
     if isinstance(value, tuple):
         return [to_data(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_data(v) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
     return value
@@ -140,4 +174,6 @@ def from_data(data: Any, path: str = "recipe") -> Any:
         return tuple(A.from_dict(data[_ALBU_KEY]).transforms)
     if isinstance(data, list):
         return tuple(from_data(v, path) for v in data)
+    if isinstance(data, dict):
+        return {k: from_data(v, f"{path}.{k}") for k, v in data.items()}
     return data
