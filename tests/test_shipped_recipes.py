@@ -10,7 +10,10 @@ import pytest
 from tests.conftest import write_class_folders
 from tests.test_segmentation import write_mask_folder
 from zoo.engine import train
+from zoo.engine.run import check_model
+from zoo.errors import ZooError
 from zoo.recipe import load_recipe
+from zoo.viz import visualize
 
 RECIPES = sorted(p for p in Path("recipes").glob("*.py") if p.name != "__init__.py")
 # What a recipe that reads a folder needs to run in a test, by the data adapter's fields.
@@ -32,7 +35,8 @@ TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["d
         "detect_shapes_yolo": ["data.num_images=40"], "detect_coco": ["data.image_size=32"],
         "caption_shapes_lstm": ["data.num_images=40", "model.head.max_length=5"],
         "caption_shapes_transformer": ["data.num_images=40", "model.head.max_length=5"],
-        "caption_coco": ["data.image_size=32", "data.min_freq=1", "model.head.max_length=5"]}
+        "caption_coco": ["data.image_size=32", "data.min_freq=1", "model.head.max_length=5"],
+        "multitask_shapes": ["data.num_images=40", "model.heads.cap.max_length=5"]}
 
 
 def _coco_paths(recipe, coco: Path) -> list[str]:
@@ -83,6 +87,7 @@ def test_recipe_checks_and_takes_common_overrides(path, folder, mask_folder, coc
     assert changed.model.backbone.name == "resnet18"
     assert load_recipe(path, ["model.backbone.pretrained=/weights/w.safetensors"]).model.backbone.pretrained
     changed.data.preflight()
+    check_model(changed)  # what `zoo check` builds: the model on the meta device, with a dummy batch
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -96,5 +101,12 @@ def test_recipe_runs_one_tiny_step(path, folder, mask_folder, coco, tmp_path):
                   "data.val_fraction=0.2", "data.test_fraction=0.2"]
     small += _coco_paths(recipe, coco)
     metrics = train(load_recipe(path, small + TINY.get(path.stem, [])), tmp_path)
-    assert recipe.task.monitor in metrics
+    assert recipe.monitor()[0] in metrics
     assert (tmp_path / "best.ckpt").is_file()
+    # zoo viz --what all runs on every task's checkpoint, or refuses with a ZooError (never a raw traceback)
+    try:
+        written = visualize(tmp_path / "best.ckpt", "all", out=tmp_path / "viz")
+    except ZooError as e:
+        assert str(e)
+    else:
+        assert written and all(p.is_file() for p in written)
