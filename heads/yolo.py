@@ -26,7 +26,8 @@ from zoo.backbones.base import FeatureInfo
 from zoo.recipe.spec import Range, spec
 from zoo.task import ImageGeometry, Task
 
-__all__ = ["ConvBNAct", "CSPBlock", "PanNeck", "DecoupledHead", "YoloDetector", "Yolo", "SIZES",
+__all__ = ["ConvBNAct", "CSPBlock", "PanNeck", "SharedPanNeck", "PanNeckSpec", "DecoupledHead", "YoloDetector", "Yolo",
+           "SIZES",
            "TaskAlignedAssigner", "YoloCriterion", "YoloLoss", "anchor_points"]
 
 # size → (depth multiplier, width multiplier), as in YOLOv8/YOLO11: blocks = round(3 * depth), widths x width.
@@ -164,6 +165,14 @@ class YoloDetector(nn.Module):
         return {"cls_logits": cls, "scores": cls.sigmoid(), "boxes": boxes, "points": points, "strides": strides}
 
 
+def _neck_widths(used: Sequence[FeatureInfo], size: str) -> tuple[list[int], int]:
+    """Neck channels per used level (shallow → deep) and bottlenecks per block, for a ``SIZES`` name."""
+    depth, width = SIZES[size]
+    base = _BASE_WIDTHS[-len(used):] if len(used) <= len(_BASE_WIDTHS) else \
+        (_BASE_WIDTHS[0],) * (len(used) - len(_BASE_WIDTHS)) + _BASE_WIDTHS
+    return [max(16, int(round(b * width / 8)) * 8) for b in base], max(1, round(3 * depth))
+
+
 @spec
 class Yolo(DetectorOptions):
     num_classes: Annotated[int, Range(ge=1)] | None = None  # None: the dataset's class count
@@ -175,12 +184,39 @@ class Yolo(DetectorOptions):
     def build(self, feature_info: Sequence[FeatureInfo], *, num_classes: int,
               geometry: ImageGeometry | None = None) -> YoloDetector:
         used = list(feature_info)[-self.levels:]
-        depth, width = SIZES[self.size]
-        base = _BASE_WIDTHS[-len(used):] if len(used) <= len(_BASE_WIDTHS) else \
-            (_BASE_WIDTHS[0],) * (len(used) - len(_BASE_WIDTHS)) + _BASE_WIDTHS
-        widths = [max(16, int(round(b * width / 8)) * 8) for b in base]
+        widths, depth = _neck_widths(used, self.size)
         return YoloDetector(in_channels=[f.channels for f in used], strides=[f.stride for f in used], widths=widths,
-                            depth=max(1, round(3 * depth)), num_classes=num_classes)
+                            depth=depth, num_classes=num_classes)
+
+
+class SharedPanNeck(nn.Module):
+    """A :class:`PanNeck` between the backbone and every head: the deepest ``levels`` maps fused, the shallower
+    ones passed through unchanged (so a U-Net decoder still finds its fine maps). ``feature_info`` describes the
+    output maps, as a backbone's does."""
+
+    def __init__(self, feature_info: Sequence[FeatureInfo], *, levels: int, size: str) -> None:
+        super().__init__()
+        used = list(feature_info)[-levels:]
+        self.passed = len(feature_info) - len(used)
+        widths, depth = _neck_widths(used, size)
+        self.pan = PanNeck(in_channels=[f.channels for f in used], widths=widths, depth=depth)
+        self.feature_info = [*feature_info[:self.passed],
+                             *(FeatureInfo(channels=w, stride=f.stride, module=f"neck.{i}")
+                               for i, (w, f) in enumerate(zip(widths, used)))]
+
+    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [*features[:self.passed], *self.pan(features[self.passed:])]
+
+
+@spec
+class PanNeckSpec:
+    """The YOLO PAN neck as a neck shared by all heads: ``backbone | PanNeckSpec() | {"det": ..., "seg": ...}``."""
+
+    size: Literal["nano", "small", "medium", "large"] = "nano"  # width/depth multipliers (SIZES)
+    levels: Annotated[int, Range(ge=2)] = 3  # the backbone's deepest maps fused (fewer if absent)
+
+    def build_neck(self, feature_info: Sequence[FeatureInfo]) -> SharedPanNeck:
+        return SharedPanNeck(feature_info, levels=min(self.levels, len(feature_info)), size=self.size)
 
 
 # --- assignment and loss -----------------------------------------------------------------------------------------

@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from heads import Autoencoder, ReconstructionLoss, Vae, VaeLoss
-from heads.autoencoder import ImageGeometry, ReconstructionMetrics, finish_image_target
-from heads.vae import classifier_probabilities, kl_divergence, reconstruction_nll
+from heads.autoencoder import ImageGeometry, ReconstructionMetrics
+from heads.vae import classifier_probabilities, kl_divergence, reconstruction_nll, sample
 from zoo.cli import main
 from zoo.data import DigitsData
-from zoo.engine import evaluate, load_module, predict, sample, train
+from zoo.data.targets import SamplePreparer
+from zoo.engine import evaluate, load_module, predict, train
 from zoo.errors import ZooError
 from zoo.recipe import Augment, BackboneSpec, Recipe, Trainer
 
@@ -34,7 +35,7 @@ def _recipe(head, loss, *, backbone: str = "lenet5", size: int = 32, aug: Augmen
 def _built(recipe: Recipe):
     from zoo.engine.module import ZooModel
 
-    return ZooModel(recipe, 10)
+    return ZooModel(recipe, {"label": tuple(str(d) for d in range(10))})  # the digits' 10 classes
 
 
 # ---- the VAE's terms ----------------------------------------------------------------------------------------------
@@ -54,18 +55,20 @@ def test_kl_equals_the_closed_form():
 def test_likelihoods_equal_torch_distributions():
     targets = torch.rand(3, 1, 4, 4)
     logits = torch.randn(3, 1, 4, 4)
-    bernoulli = {"likelihood": "bernoulli", "logits": logits, "recon": logits.sigmoid(), "sigma": 0.1}
+    outputs = {"logits": logits, "recon": logits.sigmoid()}
     reference = -torch.distributions.Bernoulli(logits=logits, validate_args=False).log_prob(targets)  # [0, 1] pixels
-    assert torch.allclose(reconstruction_nll(bernoulli, targets), reference.flatten(1).sum(1), atol=1e-4)
-    gaussian = {**bernoulli, "likelihood": "gaussian", "sigma": 0.2}
+    assert torch.allclose(reconstruction_nll(outputs, targets, likelihood="bernoulli", sigma=0.1),
+                          reference.flatten(1).sum(1), atol=1e-4)
     reference = -torch.distributions.Normal(logits.sigmoid(), 0.2).log_prob(targets).flatten(1).sum(1)
-    assert torch.allclose(reconstruction_nll(gaussian, targets), reference, atol=1e-4)
+    assert torch.allclose(reconstruction_nll(outputs, targets, likelihood="gaussian", sigma=0.2), reference,
+                          atol=1e-4)
 
 
 def test_kl_weight_warms_up_linearly():
-    loss = VaeLoss(beta=2.0, warmup=0.5).build()
-    outputs = {"likelihood": "bernoulli", "logits": torch.zeros(2, 1, 4, 4), "mu": torch.ones(2, 3),
-               "logvar": torch.zeros(2, 3)}
+    head = _built(_recipe(Vae(latent=3, width=16), VaeLoss())).head  # the likelihood (bernoulli) is the head's
+    assert head.likelihood == "bernoulli"
+    loss = VaeLoss(beta=2.0, warmup=0.5).build(head)
+    outputs = {"logits": torch.zeros(2, 1, 4, 4), "mu": torch.ones(2, 3), "logvar": torch.zeros(2, 3)}
     targets = torch.full((2, 1, 4, 4), 0.5)
     weights = []
     for progress in (0.0, 0.25, 0.5, 1.0):
@@ -80,13 +83,15 @@ def test_kl_weight_warms_up_linearly():
 def test_finish_sample_gives_the_clean_target_when_noise_is_input_only():
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 1), dtype=np.uint8)
     aug = Augment(input_only=(A.GaussNoise(std_range=(0.3, 0.3), p=1.0),))
-    noisy_input, target = finish_image_target(aug.compose(train=True, size=16, mean=(0.5,), std=(0.5,))(image=image),
-                                              None)
+    prepare = SamplePreparer(aug.compose(train=True, size=16, mean=(0.5,), std=(0.5,)), ["image"])
+    noisy_input, targets = prepare(image, {})
+    target = targets["image"]
     clean = torch.from_numpy(image).permute(2, 0, 1).float() / 255
     assert torch.equal(target, clean)  # the target is the untouched image in [0, 1]
     assert (noisy_input * 0.5 + 0.5 - clean).abs().mean() > 0.05  # the input got the noise
-    plain_input, target = finish_image_target(aug.compose(train=False, size=16, mean=(0.5,), std=(0.5,))(image=image),
-                                              None)
+    prepare = SamplePreparer(aug.compose(train=False, size=16, mean=(0.5,), std=(0.5,)), ["image"])
+    plain_input, targets = prepare(image, {})
+    target = targets["image"]
     assert torch.equal(target, clean) and torch.allclose(plain_input * 0.5 + 0.5, clean, atol=1e-6)
 
 
@@ -108,7 +113,7 @@ def test_heads_reconstruct_the_input_size_on_any_backbone(backbone, head):
     assert outputs["recon"].shape == (2, 1, 32, 32)
     assert 0 <= outputs["recon"].min() and outputs["recon"].max() <= 1
     assert torch.allclose(outputs["input"], (images * 0.5 + 0.5).clamp(0, 1))
-    terms = loss.build()(outputs, torch.rand(2, 1, 32, 32))
+    terms = loss.build(model.head)(outputs, torch.rand(2, 1, 32, 32))
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in model.head.parameters())
 
@@ -204,10 +209,10 @@ def test_vae_trains_and_zoo_sample_draws_reproducible_pictures(tmp_path, capsys)
 
 def test_sample_refuses_heads_without_a_prior(trained_checkpoint, tmp_path, capsys):
     assert main(["sample", str(trained_checkpoint), "--out", str(tmp_path / "x.png")]) != 0
-    assert "ClassifierHead has no sample method" in capsys.readouterr().err
+    assert "its head(s) are classification; zoo sample needs exactly one VAE head" in capsys.readouterr().err
     assert main(["sample", str(trained_checkpoint), "--interpolate", "a.png", "b.png", "--out",
                  str(tmp_path / "x.png")]) != 0
-    assert "no encode/decode method" in capsys.readouterr().err
+    assert "its head(s) are classification; zoo sample needs exactly one VAE head" in capsys.readouterr().err
     with pytest.raises(ZooError, match="--n must be at least 1"):
         sample(trained_checkpoint, n=0, out=tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

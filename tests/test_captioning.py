@@ -14,12 +14,13 @@ from PIL import Image
 
 from heads import CaptionCrossEntropy, LstmCaptioner, TransformerCaptioner
 from heads.caption_metrics import cider_d, corpus_bleu
-from heads.captioning import (CaptionBatch, CaptionMetrics, LstmCaptionHead, TransformerCaptionHead, beam_search,
-                              collate_captions, draw_caption, greedy_decode)
+from heads.captioning import (CaptionMetrics, LstmCaptionHead, TransformerCaptionHead, beam_search, draw_caption,
+                              greedy_decode)
 from zoo.backbones.base import FeatureInfo
 from zoo.data import CocoCaptionData, ShapesCaptionData
-from zoo.data.captions import BOS, EOS, PAD, UNK, build_vocabulary, decode, encode, tokenize
-from zoo.errors import ZooError
+from zoo.data.captions import BOS, EOS, PAD, UNK, CaptionBatch, build_vocabulary, decode, encode, tokenize
+from zoo.data.targets import collate_captions, collate_samples
+from zoo.errors import RecipeError, ZooError
 from zoo.recipe import BackboneSpec, Optim, Recipe, Trainer
 
 # ---------------------------------------------------------------- tokenizer and vocabulary
@@ -74,9 +75,11 @@ def test_coco_captions_vocabulary_from_training_only(tmp_path):
     data = CocoCaptionData(images=str(tmp_path), train_json=str(train), val_json=str(val), min_freq=1)
     data.preflight()
     splits = data.setup()
-    assert "zebra" not in splits.classes and "red" in splits.classes
+    assert set(splits.classes) == {"caption"}
+    assert "zebra" not in splits.classes["caption"] and "red" in splits.classes["caption"]
     assert len(splits.train) == 3 and len(splits.val) == 1 and len(splits.test) == 1  # train: one per caption
-    _, target = splits.val.load(0)
+    _, targets = splits.val.load(0)
+    target = targets["caption"]
     assert target["tokens"][2:4] == [UNK, UNK]  # "green zebra" unseen in training
     assert target["references"] == [["a", "green", "zebra"], ["a", "zebra"]]  # metrics score the true words
 
@@ -110,10 +113,11 @@ def test_bad_image_entries_are_errors(tmp_path):
 
 def test_shapes_captions_adapter():
     splits = ShapesCaptionData(num_images=30, render_size=32).setup()
-    assert splits.classes[:4] == ("<pad>", "<bos>", "<eos>", "<unk>") and "circle" in splits.classes
+    vocabulary = splits.classes["caption"]
+    assert vocabulary[:4] == ("<pad>", "<bos>", "<eos>", "<unk>") and "circle" in vocabulary
     assert len(splits.train) == 2 * (30 - len(splits.val) - len(splits.test))  # two captions per image
-    image, target = splits.test.load(0)
-    assert image.shape == (32, 32, 3) and len(target["references"]) == 2
+    image, targets = splits.test.load(0)
+    assert image.shape == (32, 32, 3) and len(targets["caption"]["references"]) == 2
 
 
 # ---------------------------------------------------------------- loss masking
@@ -148,8 +152,8 @@ def test_extra_padding_leaves_the_heads_loss_unchanged(make):
     head, loss = make().train(), CaptionCrossEntropy().build()
     features = [torch.randn(2, 8, 3, 3)]
     captions = [[BOS, 5, 6, 7, EOS], [BOS, 8, EOS]]
-    tight = loss(head(features, _batch(captions)), _batch(captions))["ce"]
-    wide = loss(head(features, _batch(captions, 9)), _batch(captions, 9))["ce"]
+    tight = loss(head(features, None, _batch(captions)), _batch(captions))["ce"]
+    wide = loss(head(features, None, _batch(captions, 9)), _batch(captions, 9))["ce"]
     torch.testing.assert_close(wide, tight)
 
 
@@ -248,7 +252,7 @@ def test_cider_d_equals_hand_computed_values():
 
 def test_caption_metrics_module_scores_decoded_tokens():
     vocab = ("<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "circle", "blue")
-    metrics = CaptionMetrics(vocab)
+    metrics = CaptionMetrics(vocab, lambda out: out["tokens"])  # tokens fed directly, no decoding head
     refs = [[["a", "red", "circle"]], [["a", "blue", "circle"]]]
     metrics.update({"tokens": torch.tensor([[4, 5, 6, EOS, PAD], [4, 7, 6, EOS, PAD]])}, CaptionBatch(
         torch.zeros(2, 1, dtype=torch.int64), refs))
@@ -261,10 +265,14 @@ def test_caption_metrics_module_scores_decoded_tokens():
 
 
 def test_collate_pads_and_draw_writes_the_caption_beneath():
-    images, batch = collate_captions([(torch.zeros(3, 8, 8), {"tokens": [BOS, 4, EOS], "references": [["a"]]}),
-                                      (torch.zeros(3, 8, 8), {"tokens": [BOS, 4, 5, 6, EOS], "references": [["b"]]})])
+    values = [{"tokens": [BOS, 4, EOS], "references": [["a"]]}, {"tokens": [BOS, 4, 5, 6, EOS], "references": [["b"]]}]
+    images, targets = collate_samples([(torch.zeros(3, 8, 8), {"caption": v}) for v in values])
+    batch = targets["caption"].value
+    assert isinstance(batch, CaptionBatch) and targets["caption"].index.tolist() == [0, 1]
     assert images.shape == (2, 3, 8, 8) and batch.tokens.tolist()[0] == [BOS, 4, EOS, PAD, PAD]
     assert batch[1:].references == [[["b"]]] and batch[0] == [["a"]]
+    alone = collate_captions(values)  # the caption kind's own collation, without images
+    assert torch.equal(alone.tokens, batch.tokens) and alone.references == batch.references
     image = np.zeros((32, 32, 3), np.uint8)
     alone = draw_caption(image, {"caption": "a red circle"}, None, ())
     both = draw_caption(image, {"caption": "a red circle"}, [["a", "blue", "square"]], ())
@@ -275,10 +283,22 @@ def test_head_specs_read_channels_and_validate():
     info = [FeatureInfo(channels=16, stride=8, module="a"), FeatureInfo(channels=32, stride=16, module="b")]
     assert TransformerCaptioner(level=-2, dim=16, heads=2).build(info, num_classes=20).project[0].in_channels == 16
     assert LstmCaptioner(embed_dim=8, hidden=8).build(info, num_classes=20).image[0].in_features == 32
-    with pytest.raises(ZooError, match="model.head.level"):
+    with pytest.raises(RecipeError, match="^level: 2") as error:  # built directly: the bare field
         TransformerCaptioner(level=2).build(info, num_classes=20)
-    with pytest.raises(ZooError, match="model.head.dim"):
+    assert error.value.path == "level"
+    with pytest.raises(RecipeError, match="^dim: 10") as error:
         TransformerCaptioner(dim=10, heads=4)
+    assert error.value.path == "dim"
+    # inside a recipe, the engine and the overrides prefix the head's path
+    from zoo.engine.run import check_model
+
+    recipe = Recipe(name="bad_caption", data=ShapesCaptionData(image_size=32),
+                    model=BackboneSpec(name="resnet10t") | TransformerCaptioner(level=9, dim=16, heads=2),
+                    loss=CaptionCrossEntropy())
+    with pytest.raises(ZooError, match="model.head.level"):
+        check_model(recipe)
+    with pytest.raises(ZooError, match="model.head.dim"):
+        recipe.override(**{"model.head.dim": 10, "model.head.heads": 4})
 
 
 # ---------------------------------------------------------------- engine: train, eval both ways, predict
@@ -300,7 +320,7 @@ def test_train_eval_greedy_and_beam_predict(tmp_path):
     metrics = train(recipe, tmp_path / "run")
     assert set(metrics) >= {"bleu1", "bleu4", "cider"}
     ckpt = tmp_path / "run" / "best.ckpt"
-    assert json.loads((tmp_path / "run" / "data.json").read_text())["classes"][:2] == ["<pad>", "<bos>"]
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["classes"]["caption"][:2] == ["<pad>", "<bos>"]
     assert (tmp_path / "run" / "predictions_test.png").is_file()
     greedy = evaluate(ckpt, split="val", overrides={"model.head.beam_size": 1})
     assert set(greedy) == set(metrics)
@@ -310,7 +330,7 @@ def test_train_eval_greedy_and_beam_predict(tmp_path):
     assert main(["eval", str(ckpt), "model.head.beam_sise=1"]) == 2  # overrides are checked like a recipe's
     head = load_module(ckpt, {"model.head.max_length": 1}).model.head  # the override reaches the decoder
     features = [torch.randn(2, head.project[0].in_channels, 2, 2)]  # level -1: the last map
-    assert head.max_length == 1 and head(features, None)["tokens"].shape[1] == 1
+    assert head.max_length == 1 and head.decode(head(features, None)).shape[1] == 1
 
     image = tmp_path / "one.png"
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(image)

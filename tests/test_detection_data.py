@@ -13,9 +13,9 @@ from PIL import Image
 
 from zoo.data.base import TransformedDataset
 from zoo.data.coco import CocoFormatError, load_coco
-from zoo.data.detection import (CocoDetectionData, ShapesDetectionData, VocData, YoloFolderData, collate,
-                                compose_kwargs, finish_sample, pipeline_inputs)
+from zoo.data.detection import CocoDetectionData, ShapesDetectionData, VocData, YoloFolderData
 from zoo.data.shapes import SHAPE_CLASSES
+from zoo.data.targets import SamplePreparer, collate_samples, compose_kwargs_for
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Augment
 
@@ -102,11 +102,12 @@ def test_coco_clips_drops_and_keeps_background(tmp_path):
     assert "1 box(es) clipped" in messages and "annotation id 1 " in messages
     assert "2 box(es) dropped" in messages and "annotation id 0 " in messages and "annotation id 3 " in messages
     assert len(splits.skipped) == 4  # the dropped boxes of train and val (the test set is the val set here)
-    image, target = splits.train.load(0)
+    image, targets = splits.train.load(0)
+    target = targets["boxes"]
     assert image.shape == (32, 48, 3) and target["orig_size"] == (32, 48) and target["image_id"] == 1
     np.testing.assert_array_equal(target["boxes"], np.float32([[40, 20, 48, 32], [1, 2, 4, 6]]))
     np.testing.assert_array_equal(target["labels"], [0, 1])
-    _, background = splits.train.load(1)
+    background = splits.train.load(1)[1]["boxes"]
     assert background["boxes"].shape == (0, 4) and background["boxes"].dtype == np.float32
     assert background["labels"].shape == (0,) and background["labels"].dtype == np.int64
     assert len(splits.test) == len(splits.val) == 2  # test_json None: the validation set is the test set
@@ -140,7 +141,8 @@ def test_exif_rotated_image_keeps_boxes_on_the_displayed_pixels(tmp_path):
     path = _coco(tmp_path, [_ann(1, 1, [3, 25, 8, 10])], write_images=False,
                  images=[{"id": 1, "file_name": "img/1.png", "height": 40, "width": 20}])
     splits = CocoDetectionData(images=str(tmp_path), train_json=str(path), val_json=str(path)).setup()
-    image, target = splits.train.load(0)
+    image, targets = splits.train.load(0)
+    target = targets["boxes"]
     assert image.shape == (40, 20, 3)
     x1, y1, x2, y2 = target["boxes"][0].astype(int)
     assert (image[y1:y2, x1:x2] == (255, 0, 0)).all() and (image == (255, 0, 0)).all(-1).sum() == 80
@@ -152,16 +154,17 @@ def test_exif_rotated_image_keeps_boxes_on_the_displayed_pixels(tmp_path):
 def test_shapes_detection_matches_its_annotations_and_splits_deterministically(tmp_path):
     data = ShapesDetectionData(num_images=30, val_fraction=0.2, test_fraction=0.2, cache_dir=str(tmp_path))
     splits = data.setup()
-    assert splits.classes == SHAPE_CLASSES
+    assert splits.classes == {"boxes": SHAPE_CLASSES}
     assert (len(splits.train), len(splits.val), len(splits.test)) == (18, 6, 6)
     again = ShapesDetectionData(num_images=30, val_fraction=0.2, test_fraction=0.2, cache_dir=str(tmp_path)).setup()
-    assert [r.image_id for r in again.test.records] == [r.image_id for r in splits.test.records]
+    assert [r.image_id for r in again.test.source.records] == [r.image_id for r in splits.test.source.records]
     coco = json.loads(next(tmp_path.glob("shapes-*/annotations.json")).read_text())
     counts = {}
     for ann in coco["annotations"]:
         counts.setdefault(ann["image_id"], []).append(ann)
     assert max(len(v) for v in counts.values()) > 1  # several objects per image
-    image, target = splits.test.load(0)
+    image, targets = splits.test.load(0)
+    target = targets["boxes"]
     expected = counts[target["image_id"]]
     assert image.shape == (64, 64, 3) and len(target["boxes"]) == len(expected)
     x, y, w, h = expected[0]["bbox"]
@@ -171,7 +174,7 @@ def test_shapes_detection_matches_its_annotations_and_splits_deterministically(t
 
 def test_shapes_single_object_variant_and_bad_sizes(tmp_path):
     splits = ShapesDetectionData(num_images=12, max_objects=1, cache_dir=str(tmp_path)).setup()
-    assert all(len(splits.train.load(i)[1]["boxes"]) == 1 for i in range(len(splits.train)))
+    assert all(len(splits.train.load(i)[1]["boxes"]["boxes"]) == 1 for i in range(len(splits.train)))
     with pytest.raises(RecipeError, match="max_size"):
         ShapesDetectionData(render_size=32, max_size=40)
 
@@ -184,11 +187,13 @@ def test_hooks_resize_flip_and_collate(tmp_path):
 
     splits = ShapesDetectionData(num_images=12, cache_dir=str(tmp_path)).setup()
     pipeline = Augment(train=(A.HorizontalFlip(p=1.0),)).compose(train=True, size=32, mean=(0.5,) * 3,
-                                                                 std=(0.25,) * 3, **compose_kwargs())
-    dataset = TransformedDataset(splits.train, pipeline, pipeline_inputs=pipeline_inputs, finish_sample=finish_sample)
-    images, targets = collate([dataset[0], dataset[1]])
+                                                                 std=(0.25,) * 3, **compose_kwargs_for(["boxes"]))
+    dataset = TransformedDataset(splits.train, SamplePreparer(pipeline, ["boxes"]))
+    images, batch = collate_samples([dataset[0], dataset[1]])
+    assert set(batch) == {"boxes"} and batch["boxes"].index.tolist() == [0, 1]
+    targets = batch["boxes"].value
     assert images.shape == (2, 3, 32, 32) and len(targets) == 2
-    _, raw = splits.train.load(0)
+    raw = splits.train.load(0)[1]["boxes"]
     target = targets[0]
     assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
     assert target["size"] == (32, 32) and target["orig_size"] == (64, 64)
@@ -199,10 +204,12 @@ def test_hooks_resize_flip_and_collate(tmp_path):
 
 
 def test_hooks_keep_background_images_empty():
-    pipeline = Augment().compose(train=False, size=16, mean=(0.5,) * 3, std=(0.25,) * 3, **compose_kwargs())
+    pipeline = Augment().compose(train=False, size=16, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                 **compose_kwargs_for(["boxes"]))
     target = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "image_id": 3,
               "orig_size": (20, 20)}
-    image, out = finish_sample(pipeline(**pipeline_inputs(np.zeros((20, 20, 3), np.uint8), target)), target)
+    image, finished = SamplePreparer(pipeline, ["boxes"])(np.zeros((20, 20, 3), np.uint8), {"boxes": target})
+    out = finished["boxes"]
     assert image.shape == (3, 16, 16) and out["boxes"].shape == (0, 4) and out["labels"].shape == (0,)
 
 
@@ -226,12 +233,12 @@ def test_yolo_reads_normalised_boxes_clips_and_drops(tmp_path):
         splits = YoloFolderData(root=str(tmp_path), names=("x", "y", "z")).setup()
     messages = " | ".join(str(w.message) for w in caught)
     assert "a.txt:3" in messages and "clipped" in messages and "a.txt:4" in messages and "dropped" in messages
-    assert splits.classes == ("x", "y", "z") and (len(splits.train), len(splits.val), len(splits.test)) == (2, 1, 1)
-    _, target = splits.train.load(0)  # 80x40 image: cx 0.95 w 0.2 -> x 68..84, clipped to 80
+    assert splits.classes == {"boxes": ("x", "y", "z")} and (len(splits.train), len(splits.val), len(splits.test)) == (2, 1, 1)
+    target = splits.train.load(0)[1]["boxes"]  # 80x40 image: cx 0.95 w 0.2 -> x 68..84, clipped to 80
     np.testing.assert_allclose(target["boxes"], [[30, 10, 50, 30], [68, 16, 80, 24]], atol=1e-4)
     np.testing.assert_array_equal(target["labels"], [1, 0])
-    assert splits.train.load(1)[1]["boxes"].shape == (0, 4)  # no label file: background
-    assert splits.test.load(0)[1]["labels"].tolist() == [2]
+    assert splits.train.load(1)[1]["boxes"]["boxes"].shape == (0, 4)  # no label file: background
+    assert splits.test.load(0)[1]["boxes"]["labels"].tolist() == [2]
 
 
 def test_yolo_flat_folder_gets_a_seeded_split(tmp_path):
@@ -239,7 +246,7 @@ def test_yolo_flat_folder_gets_a_seeded_split(tmp_path):
     data = YoloFolderData(root=str(tmp_path), names=("x", "y"), val_fraction=0.2, test_fraction=0.2)
     splits = data.setup()
     assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 2, 2)
-    assert [r.path for r in data.setup().test.records] == [r.path for r in splits.test.records]
+    assert [r.path for r in data.setup().test.source.records] == [r.path for r in splits.test.source.records]
 
 
 def test_yolo_errors_name_file_line_and_range(tmp_path):
@@ -279,13 +286,13 @@ def test_voc_reads_boxes_difficult_and_gathers_classes(tmp_path):
     _voc(tmp_path, "b", [])
     with pytest.warns(UserWarning, match=r"1 box\(es\) clipped.*a\.xml object 1"):
         splits = VocData(root=str(tmp_path), val_fraction=0, test_fraction=0).setup()
-    assert splits.classes == ("cat", "dog")
-    _, target = splits.train.load(0)
+    assert splits.classes == {"boxes": ("cat", "dog")}
+    target = splits.train.load(0)[1]["boxes"]
     np.testing.assert_array_equal(target["boxes"], np.float32([[0, 0, 10, 20], [39, 1, 50, 12]]))
     np.testing.assert_array_equal(target["labels"], [1, 0])  # the difficult cat is left out
     with_difficult = VocData(root=str(tmp_path), include_difficult=True, val_fraction=0, test_fraction=0)
     with pytest.warns(UserWarning):
-        assert len(with_difficult.setup().train.load(0)[1]["boxes"]) == 3
+        assert len(with_difficult.setup().train.load(0)[1]["boxes"]["boxes"]) == 3
 
 
 def test_voc_errors(tmp_path):

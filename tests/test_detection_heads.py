@@ -15,7 +15,7 @@ from heads import DETECTION, Localizer, Yolo, YoloLoss, YoloV1, YoloV1Loss
 from heads.detection import (DetectionMetrics, _grid_boxes_to_xyxy, decode_detections,
                              save_coco_detections, yolo_v1_targets)
 from heads.yolo import SIZES, TaskAlignedAssigner, YoloDetector, anchor_points
-from zoo.task import PredictOptions
+from zoo.task import Geometry, HeadContext
 
 
 def _target(boxes, labels, size=(64, 64)) -> dict:
@@ -64,7 +64,7 @@ def _v1_outputs(targets, *, grid=8, b=2, c=3, image_hw=(64, 64)) -> dict:
 
 def test_yolo_v1_perfect_prediction_has_zero_loss_and_a_shifted_one_does_not():
     targets = [_target([[14, 38, 26, 50], [40, 8, 60, 30]], [1, 0]), _target([[2, 2, 30, 20]], [2])]
-    criterion = YoloV1Loss().build()
+    criterion = YoloV1Loss().build(None)
     perfect = _v1_outputs(targets)
     terms = criterion(perfect, targets)
     assert set(terms) == {"box", "obj", "noobj", "cls"}
@@ -76,7 +76,7 @@ def test_yolo_v1_perfect_prediction_has_zero_loss_and_a_shifted_one_does_not():
 
 def test_yolo_v1_round_trip_through_the_shared_decoder():
     targets = [_target([[14, 38, 26, 50], [40, 8, 60, 30]], [1, 0])]
-    found = decode_detections(_v1_outputs(targets), PredictOptions(score_threshold=0.5))[0]
+    found = decode_detections(_v1_outputs(targets), score_threshold=0.5)[0]
     order = found.labels.argsort()
     assert found.labels[order].tolist() == [0, 1]
     assert torch.allclose(found.boxes[order], torch.tensor([[40., 8, 60, 30], [14, 38, 26, 50]]), atol=1e-3)
@@ -89,14 +89,13 @@ def test_decode_keeps_one_box_per_object_and_class_after_nms():
     boxes = torch.cat([truth, truth + 1.0, torch.tensor([[0., 0, 5, 5]])])[None]  # near duplicates + junk
     scores = torch.zeros(1, 5, 2)
     scores[0, 0, 0], scores[0, 1, 1], scores[0, 2, 0], scores[0, 3, 1], scores[0, 4, 0] = .9, .8, .6, .5, .1
-    found = decode_detections({"boxes": boxes, "scores": scores}, PredictOptions(score_threshold=0.25,
-                                                                                 iou_threshold=0.45))[0]
+    found = decode_detections({"boxes": boxes, "scores": scores}, score_threshold=0.25, iou_threshold=0.45)[0]
     assert torch.equal(found.boxes, truth) and found.labels.tolist() == [0, 1]
     assert torch.allclose(found.scores, torch.tensor([.9, .8]))
     # another class is never suppressed by NMS; max_detections cuts the list
     scores[0, 2] = torch.tensor([0.0, 0.7])
-    assert len(decode_detections({"boxes": boxes, "scores": scores}, PredictOptions(iou_threshold=0.45))[0].labels) == 3
-    assert len(decode_detections({"boxes": boxes, "scores": scores}, PredictOptions(max_detections=1))[0].labels) == 1
+    assert len(decode_detections({"boxes": boxes, "scores": scores}, iou_threshold=0.45)[0].labels) == 3
+    assert len(decode_detections({"boxes": boxes, "scores": scores}, max_detections=1)[0].labels) == 1
 
 
 def test_metrics_perfect_detections_give_map_one_and_none_give_zero(tmp_path):
@@ -163,7 +162,7 @@ def test_modern_head_decoding_round_trip():
     detector.head = _FixedHead(outs)
     detector.neck = nn.Identity()
     features = [torch.zeros(1, 8, h, w) for h, w in shapes]
-    found = decode_detections(detector(features), PredictOptions())[0]
+    found = decode_detections(detector(features, torch.zeros(1, 3, 64, 64)))[0]
     assert found.labels.tolist() == [0, 1] or found.labels.tolist() == [1, 0]
     for label, box in zip(found.labels.tolist(), found.boxes):
         assert torch.allclose(box, truth[label], atol=1e-3)
@@ -178,7 +177,7 @@ def _modern_outputs(box: torch.Tensor, *, a_shape=(8, 8), stride=8, num_classes=
 
 def test_modern_loss_is_zero_for_a_perfect_box_and_positive_for_a_wrong_one():
     target = [_target([[12, 20, 40, 44]], [1])]
-    criterion = YoloLoss().build()
+    criterion = YoloLoss().build(None)
     assert float(criterion(_modern_outputs(target[0]["boxes"][0]), target)["box"].detach()) < 1e-5
     assert float(criterion(_modern_outputs(torch.tensor([20., 28, 56, 60])), target)["box"].detach()) > 0.5
 
@@ -209,8 +208,9 @@ def test_images_without_objects_give_a_finite_loss_that_backpropagates(loss):
 
     backbone = BackboneSpec(name="resnet10t").build()
     model = head.build(backbone.feature_info, num_classes=3)
-    outputs = model(backbone(torch.rand(2, 3, 32, 32)))
-    terms = loss.build()(outputs, [_target([], []), _target([], [])])
+    images = torch.rand(2, 3, 32, 32)
+    outputs = model(backbone(images), images)
+    terms = loss.build(model)(outputs, [_target([], []), _target([], [])])
     total = sum(terms.values())
     assert torch.isfinite(total)
     total.backward()
@@ -218,15 +218,21 @@ def test_images_without_objects_give_a_finite_loss_that_backpropagates(loss):
 
 
 def test_yolo_v1_reads_the_chosen_feature_level_and_refuses_a_missing_one():
+    from zoo.data.detection import ShapesDetectionData
+    from zoo.engine.run import check_model
     from zoo.errors import RecipeError
-    from zoo.recipe import BackboneSpec
+    from zoo.recipe import BackboneSpec, Recipe
 
     net = BackboneSpec(name="resnet10t").build().eval()  # strides 2, 4, 8, 16, 32
-    outputs = YoloV1(grid=4, hidden=16, feature_level=-3).build(net.feature_info, num_classes=3)(
-        net(torch.rand(1, 3, 32, 32)))
+    images = torch.rand(1, 3, 32, 32)
+    outputs = YoloV1(grid=4, hidden=16, level=-3).build(net.feature_info, num_classes=3)(net(images), images)
     assert outputs["image_hw"].tolist() == [32, 32] and outputs["boxes"].shape == (1, 4 * 4 * 2, 4)  # 4x4 map
-    with pytest.raises(RecipeError, match=r"model.head.feature_level: -6 .*-5\.\.4"):
-        YoloV1(feature_level=-6).build(net.feature_info, num_classes=3)
+    with pytest.raises(RecipeError, match=r"^level: -6 .*-5\.\.4"):  # built directly: the bare field
+        YoloV1(level=-6).build(net.feature_info, num_classes=3)
+    recipe = Recipe(name="bad_level", data=ShapesDetectionData(image_size=32, render_size=32, max_size=14),
+                    model=BackboneSpec(name="resnet10t") | YoloV1(level=-6), loss=YoloV1Loss())
+    with pytest.raises(RecipeError, match=r"model\.head\.level: -6 .*-5\.\.4"):  # through the engine: its path
+        check_model(recipe)
 
 
 def test_sizes_grow_width_and_depth():
@@ -246,13 +252,15 @@ def test_every_head_works_on_several_backbones(backbone, head, loss):
 
     net = BackboneSpec(name=backbone).build()
     module = head.build(net.feature_info, num_classes=3)
-    outputs = module(net(torch.rand(2, 3, 32, 32)))
+    images = torch.rand(2, 3, 32, 32)
+    outputs = module(net(images), images)
     targets = [_target([[2, 2, 15, 15]], [0], (32, 32)), _target([[5, 15, 25, 30], [20, 1, 30, 10]], [2, 1], (32, 32))]
-    terms = (loss or LocalizationLoss()).build()(outputs, targets)
+    terms = (loss or LocalizationLoss()).build(module)(outputs, targets)
     sum(terms.values()).backward()
     if loss is not None:
         assert outputs["boxes"].shape[0] == 2 and outputs["scores"].shape[-1] == 3
-        assert len(DETECTION.predict(outputs, ["a", "b", "c"], PredictOptions(input_size=(32, 32)))) == 2
+        context = HeadContext("", head, module, ("a", "b", "c"))
+        assert len(DETECTION.predict(outputs, context, Geometry(input_size=(32, 32)))) == 2
     assert all(math.isfinite(float(v.detach())) for v in terms.values())
 
 
@@ -277,7 +285,8 @@ def test_train_eval_predict_a_tiny_detector(tmp_path):
     picture = tmp_path / "wide.png"
     Image.new("RGB", (80, 40), (40, 40, 40)).save(picture)
     out = tmp_path / "pred"
-    results = predict(checkpoint, [picture], options=PredictOptions(score_threshold=0.0, max_detections=3), out=out)
+    results = predict(checkpoint, [picture], out=out,
+                      overrides={"model.head.score_threshold": 0.0, "model.head.max_detections": 3})
     assert len(results[0]["detections"]) == 3
     for d in results[0]["detections"]:  # boxes in the original 80x40 image
         assert 0 <= d["box"][0] <= d["box"][2] <= 80 and 0 <= d["box"][1] <= d["box"][3] <= 40

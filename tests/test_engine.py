@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tests.conftest import tiny_digits_recipe
-from zoo.task import PredictOptions
 from zoo.engine import atomic_torch_save, evaluate, load_module, predict, read_checkpoint, train
 from zoo.errors import CheckpointError
 
@@ -29,7 +28,7 @@ def test_run_folder_contents(trained_checkpoint):
 
 def test_checkpoint_is_plain_data_with_recipe(trained_checkpoint):
     data = torch.load(trained_checkpoint, weights_only=True)  # no pickled objects at all
-    assert data["zoo"]["classes"] == [str(d) for d in range(10)]
+    assert data["zoo"]["classes"] == {"label": [str(d) for d in range(10)]}
     assert data["zoo"]["recipe"]["model"]["backbone"]["name"] == "lenet5"
     assert "hyper_parameters" not in data
 
@@ -50,7 +49,7 @@ def test_eval_and_predict_need_only_the_checkpoint(trained_checkpoint, tmp_path,
     folder.mkdir()
     for i in range(3):
         Image.fromarray((digits.images[i] * 255 / 16).astype("uint8")).save(folder / f"{i}.png")
-    results = predict(lone, [folder], options=PredictOptions(top_k=3), out=tmp_path / "pred")
+    results = predict(lone, [folder], out=tmp_path / "pred", overrides={"model.head.top_k": 3})
     assert [Path(r["image"]).name for r in results] == ["0.png", "1.png", "2.png"]
     for r in results:
         probs = [c["prob"] for c in r["top_k"]]
@@ -135,7 +134,7 @@ def test_fine_tune_from_checkpoint_reinitialises_other_classifier(trained_checkp
 
     recipe = tiny_digits_recipe(**{"model.weights": str(trained_checkpoint)})
     with caplog.at_level("INFO", logger="zoo.weights"):
-        module = ZooModule(recipe, classes=["a", "b", "c"])  # 3 classes, the checkpoint has 10
+        module = ZooModule(recipe, classes={"label": ["a", "b", "c"]})  # 3 classes, the checkpoint has 10
     assert "1 re-initialised" in caplog.text or "2 re-initialised" in caplog.text, caplog.text
     assert "head.mlp.5.weight" in caplog.text  # the 10-class output layer, now 3 classes
     original = load_module(trained_checkpoint)

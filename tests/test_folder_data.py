@@ -24,13 +24,15 @@ def test_seeded_stratified_split(tmp_path):
     write_class_folders(tmp_path, {"cat": 20, "dog": 20})
     data = ImageFolderData(root=str(tmp_path), val_fraction=0.2, test_fraction=0.2)
     a, b = data.setup(), data.setup()
-    assert a.classes == ("cat", "dog")
+    assert a.classes == {"label": ("cat", "dog")}
     assert (len(a.train), len(a.val), len(a.test)) == (24, 8, 8)
-    assert a.test.files == b.test.files  # same seed, same split
-    assert sorted(a.test.labels) == [0] * 4 + [1] * 4  # stratified
+    assert a.test.key == "label"  # a single-target adapter's sources are keyed by "label"
+    assert a.test.source.files == b.test.source.files  # same seed, same split
+    assert sorted(a.test.source.labels) == [0] * 4 + [1] * 4  # stratified
+    assert [a.test.load(i)[1] for i in range(len(a.test))] == [{"label": y} for y in a.test.source.labels]
     other = ImageFolderData(root=str(tmp_path), val_fraction=0.2, test_fraction=0.2, split_seed=1).setup()
-    assert other.test.files != a.test.files
-    assert not set(a.train.files) & set(a.test.files)
+    assert other.test.source.files != a.test.source.files
+    assert not set(a.train.source.files) & set(a.test.source.files)
 
 
 def test_split_folders_layout(tmp_path):
@@ -92,8 +94,9 @@ def test_any_image_mode_becomes_the_model_channels(tmp_path, mode):
         recipe = tiny_folder_recipe(tmp_path, **{"data.channels": channels, "model.backbone.in_chans": channels,
                                                  "data.mean": (0.5,) * channels, "data.std": (0.25,) * channels})
         dm = ZooDataModule(recipe, recipe.data.setup())
-        images, labels = next(iter(dm.train_dataloader()))
+        images, targets = next(iter(dm.train_dataloader()))
         assert images.shape == (4, channels, 16, 16) and images.dtype.is_floating_point
+        labels = targets["label"].value
         assert labels.dtype.is_signed
 
 
@@ -120,7 +123,8 @@ def test_head_classes_must_match_folder_classes(tmp_path):
 
 def test_shapes_classification_view(tmp_path):
     splits = ShapesData(num_images=60, cache_dir=str(tmp_path)).setup()
-    assert splits.classes == ("circle", "square", "triangle")
+    assert splits.classes == {"label": ("circle", "square", "triangle")}
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
-    image, label = splits.train.load(0)
-    assert image.shape == (64, 64, 3) and label in (0, 1, 2)
+    image, targets = splits.train.load(0)
+    assert set(targets) == {"label"}
+    assert image.shape == (64, 64, 3) and targets["label"] in (0, 1, 2)

@@ -10,8 +10,10 @@ import torch
 from heads import LOCALIZATION, LocalizationLoss, Localizer
 from heads.detection import boxes_to_original
 from heads.localization import LocalizationMetrics, main_object
+from zoo.backbones.base import FeatureInfo
+from zoo.data.targets import compose_kwargs_for
 from zoo.recipe import Augment
-from zoo.task import PredictOptions
+from zoo.task import Geometry, HeadContext
 
 
 def _target(boxes, labels, size=(64, 64)) -> dict:
@@ -36,7 +38,7 @@ def test_main_object_is_the_largest_box_relative_to_the_input():
 
 @pytest.mark.parametrize("box_loss", ["l2", "huber", "giou"])
 def test_perfect_box_gives_zero_box_loss_and_a_wrong_one_does_not(box_loss):
-    loss = LocalizationLoss(box_loss=box_loss).build()
+    loss = LocalizationLoss(box_loss=box_loss).build(None)
     true01 = [[8 / 64, 16 / 64, 40 / 64, 48 / 64], [30 / 64, 30 / 64, 60 / 64, 62 / 64]]
     perfect = loss(_outputs(true01, [1, 2]), TARGETS)
     assert float(perfect["box"].detach()) < 1e-5
@@ -47,7 +49,7 @@ def test_perfect_box_gives_zero_box_loss_and_a_wrong_one_does_not(box_loss):
 
 def test_background_images_give_a_finite_zero_that_backpropagates():
     outputs = _outputs([[0.1, 0.1, 0.5, 0.5]], [0])
-    terms = LocalizationLoss().build()(outputs, [_target([], [])])
+    terms = LocalizationLoss().build(None)(outputs, [_target([], [])])
     total = sum(terms.values())
     assert float(total.detach()) == 0.0
     total.backward()
@@ -76,7 +78,7 @@ def test_boxes_map_back_to_the_original_image(resize, height, width):
     image = np.zeros((height, width, 3), np.uint8)
     original = np.array([[0.1 * width, 0.2 * height, 0.7 * width, 0.9 * height]], np.float32)
     pipeline = Augment(resize=resize).compose(train=False, size=64, mean=(0.5,) * 3, std=(0.25,) * 3,
-                                              **DETECTION.compose_kwargs())
+                                              **compose_kwargs_for([DETECTION.target]))
     out = pipeline(image=image, bboxes=original, labels=np.array([0]))
     back = boxes_to_original(torch.tensor(np.asarray(out["bboxes"]), dtype=torch.float32), input_size=(64, 64),
                              image_size=(height, width), resize=resize)
@@ -85,8 +87,11 @@ def test_boxes_map_back_to_the_original_image(resize, height, width):
 
 def test_predict_returns_class_and_box_in_original_pixels():
     outputs = _outputs([[0.25, 0.25, 0.75, 0.5]], [2])
-    options = PredictOptions(input_size=(64, 64), image_sizes=[(32, 128)], resize="stretch")
-    (result,) = LOCALIZATION.predict(outputs, ["a", "b", "c"], options)
+    spec = Localizer(hidden=16)
+    head = HeadContext("", spec, spec.build([FeatureInfo(channels=8, stride=32, module="x")], num_classes=3),
+                       ("a", "b", "c"))
+    geometry = Geometry(input_size=(64, 64), image_sizes=[(32, 128)], resize="stretch")
+    (result,) = LOCALIZATION.predict(outputs, head, geometry)
     assert result["class"] == "c" and result["index"] == 2 and result["prob"] > 0.99
     assert result["box"] == [32.0, 8.0, 96.0, 16.0]
     picture = LOCALIZATION.draw(np.zeros((32, 128, 3), np.uint8), result, None, ["a", "b", "c"])

@@ -18,11 +18,12 @@ from heads import FCN, SEGMENTATION, SegmentationLoss, UNet
 from heads.segmentation import SegmentationMetrics, decode_mask, predict_masks
 from zoo.backbones import create_backbone
 from zoo.data import CocoSegmentationData, MaskFolderData, ShapesSegmentationData
-from zoo.data.base import ArraySource, TransformedDataset
+from zoo.data.base import ArraySource, KeyedSource, TransformedDataset
 from zoo.data.segmentation import IGNORE_INDEX, load_mask
+from zoo.data.targets import SamplePreparer, compose_kwargs_for
 from zoo.errors import ZooError
 from zoo.recipe import Augment, BackboneSpec, Recipe, Trainer
-from zoo.task import PredictOptions
+from zoo.task import Geometry, HeadContext
 
 NEAREST = cv2.INTER_NEAREST
 K = 4  # classes in the hand-made examples
@@ -42,13 +43,13 @@ def _encoded(mask: np.ndarray) -> np.ndarray:
 
 def _through_pipeline(mask: np.ndarray, aug: Augment, *, size: int, train: bool = True):
     """(image red channel decoded to classes, mask) after the task's real pipeline (mean 0, std 1: pixels / 255)."""
-    pipeline = aug.compose(train=train, size=size, mean=(0, 0, 0), std=(1, 1, 1))
-    dataset = TransformedDataset(ArraySource(_encoded(mask)[None], [mask]), pipeline,
-                                 pipeline_inputs=SEGMENTATION.pipeline_inputs,
-                                 finish_sample=SEGMENTATION.finish_sample)
-    image, target = dataset[0]
+    keys = [SEGMENTATION.target]  # "mask"
+    pipeline = aug.compose(train=train, size=size, mean=(0, 0, 0), std=(1, 1, 1), **compose_kwargs_for(keys))
+    dataset = TransformedDataset(KeyedSource(ArraySource(_encoded(mask)[None], [mask]), "mask"),
+                                 SamplePreparer(pipeline, keys))
+    image, targets = dataset[0]
     red = (image[0] * 255).round().long()
-    return red, target
+    return red, targets["mask"]
 
 
 # ---- the mask follows every geometric transform -----------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_heads_give_full_resolution_logits(backbone, head):
     net = create_backbone(backbone, pretrained=False, in_chans=3)
     module = head.build(net.feature_info, num_classes=3)
     images = torch.randn(2, 3, 32, 32)
-    logits = module(net(images))
+    logits = module(net(images), images)
     assert logits.shape == (2, 3, 32, 32) or backbone == "lenet5"  # lenet5's unpadded convs: resized by the loss
     terms = SegmentationLoss(name="ce+dice").build()(logits, torch.randint(0, 3, (2, 32, 32)))
     sum(terms.values()).backward()
@@ -240,13 +241,15 @@ def test_mask_folder_reads_pairs_and_maps_ignore(tmp_path):
     mask[0, :3] = 200  # this dataset's ignore value
     Image.fromarray(mask).save(root / "masks" / "0.png")
     splits = MaskFolderData(root=str(root), ignore_index=200, val_fraction=0.2, test_fraction=0.2).setup()
-    assert splits.classes == ("background", "1", "2", "3")  # numbered from the masks
+    assert splits.classes == {"mask": ("background", "1", "2", "3")}  # numbered from the masks
     assert len(splits.train) + len(splits.val) + len(splits.test) == 6
     for source in (splits.train, splits.val, splits.test):
         for i in range(len(source)):
-            image, target = source.load(i)
+            image, targets = source.load(i)
+            assert set(targets) == {"mask"}
+            target = targets["mask"]
             assert image.shape == (16, 20, 3) and target.shape == (16, 20) and target.dtype == np.uint8
-            if source.masks[i].stem == "0":
+            if source.source.masks[i].stem == "0":  # the adapter's MaskSource inside the keyed source
                 assert (target[0, :3] == IGNORE_INDEX).all() and not (target[1:] == IGNORE_INDEX).any()
 
 
@@ -254,7 +257,7 @@ def test_mask_folder_split_folders_and_class_names(tmp_path):
     for split in ("train", "val"):
         write_mask_folder(tmp_path / split, 4)
     splits = MaskFolderData(root=str(tmp_path), classes=("bg", "a", "b", "c"), test_fraction=0.25).setup()
-    assert splits.classes == ("bg", "a", "b", "c")
+    assert splits.classes == {"mask": ("bg", "a", "b", "c")}
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3, 4, 1)
 
 
@@ -289,10 +292,11 @@ def test_bad_mask_values_and_colour_masks_are_refused(tmp_path):
 def test_shapes_segmentation_masks_match_rendered_files():
     data = ShapesSegmentationData(num_images=20, val_fraction=0.2, test_fraction=0.2)
     splits = data.setup()
-    assert splits.classes == ("background", "circle", "square", "triangle")
-    image, mask = splits.train.load(0)
+    assert splits.classes == {"mask": ("background", "circle", "square", "triangle")}
+    image, targets = splits.train.load(0)
+    mask = targets["mask"]
     assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
-    assert np.array_equal(mask, np.array(Image.open(splits.train.masks[0])))
+    assert np.array_equal(mask, np.array(Image.open(splits.train.source.masks[0])))
     assert set(np.unique(mask)) <= {0, 1, 2, 3} and len(np.unique(mask)) > 1
 
 
@@ -338,8 +342,9 @@ def test_coco_polygons_and_rle_are_rasterised(tmp_path):
     path = _coco_file(tmp_path)
     data = CocoSegmentationData(images=str(tmp_path / "img"), train_json=str(path), val_json=str(path))
     splits = data.setup()
-    assert splits.classes == ("background", "cat", "dog")
-    image, mask = splits.train.load(0)
+    assert splits.classes == {"mask": ("background", "cat", "dog")}
+    image, targets = splits.train.load(0)
+    mask = targets["mask"]
     assert image.shape == (20, 30, 3) and mask.shape == (20, 30)
     assert (mask[1:9, 1:9] == 1).all() and not (mask[11:, :] == 1).any()  # polygon → cat (label 0 + 1)
     assert np.array_equal(mask == 2, np.pad(np.ones((4, 6), bool), ((2, 14), (20, 4))))  # compressed RLE → dog
@@ -355,11 +360,12 @@ def test_coco_adapter_reproduces_the_shapes_masks():
     root = shapes_root(shapes.config(), shapes.cache_dir)
     json_path = str(root / "annotations.json")
     coco = CocoSegmentationData(images=str(root), train_json=json_path, val_json=json_path).setup()
-    assert coco.classes == shapes.static_classes()
+    assert coco.classes == {"mask": shapes.static_classes()}
     agreement = []
     for i in range(len(coco.train)):
-        _, mask = coco.train.load(i)
-        agreement.append((mask == load_mask(root / "masks" / coco.train.images[i].name)).mean())
+        _, targets = coco.train.load(i)
+        mask = targets["mask"]
+        agreement.append((mask == load_mask(root / "masks" / coco.train.source.images[i].name)).mean())
     assert min(agreement) > 0.98 and np.mean(agreement) > 0.995
 
 
@@ -378,8 +384,11 @@ def test_coco_size_disagreement_is_an_error(tmp_path):
 def test_predict_masks_back_on_the_original_image():
     logits = torch.zeros(1, 3, 32, 32)
     logits[0, 2, 8:24, :] = 5  # a 16x32 image letterboxed into 32x32 fills rows 8..23
-    options = PredictOptions(input_size=(32, 32), image_sizes=[(16, 32)], resize="letterbox")
-    (result,) = predict_masks(logits, ["background", "a", "b"], options)
+    spec = UNet(width=8)
+    module = spec.build(create_backbone("resnet10t", pretrained=False, in_chans=3).feature_info, num_classes=3)
+    head = HeadContext("", spec, module, ("background", "a", "b"))
+    geometry = Geometry(input_size=(32, 32), image_sizes=[(16, 32)], resize="letterbox")
+    (result,) = predict_masks(logits, head, geometry)
     mask = decode_mask(result, ["background", "a", "b"])
     assert mask.shape == (16, 32) and (mask == 2).all()  # the padding rows are cut away
     assert result["class_share"] == {"b": 1.0}
