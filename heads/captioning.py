@@ -2,10 +2,11 @@
 BLEU/CIDEr metrics.
 
 The vocabulary is the run's classes (``zoo.data.captions``: ``<pad>`` = 0, ``<bos>``, ``<eos>``, ``<unk>``, words).
-Batches carry a :class:`CaptionBatch` (``tokens [N, T]`` int64, ``<bos> w1 .. <eos>`` padded with 0). A head is called
-``head(features, targets)``: in training it returns teacher-forced ``logits [N, T-1, V]`` (position t predicts token
-t+1); in evaluation it also decodes ``tokens [N, L]`` (no ``<bos>``; ``<eos>`` then padding); at prediction time
-(``targets=None``) it only decodes.
+Batches carry a :class:`zoo.data.captions.CaptionBatch` (``tokens [N, T]`` int64, ``<bos> w1 .. <eos>`` padded
+with 0). A head is called ``head(features, images, target)``: it returns the encoded image ``memory`` and, given the
+target captions, the teacher-forced ``logits [N, T-1, V]`` (position t predicts token t+1). Decoding is a separate
+step, ``head.decode(outputs) -> tokens [N, L]`` (no ``<bos>``; ``<eos>`` then padding; greedy or beam search as the
+spec says), which the metrics and ``zoo predict`` call outside the graph.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from zoo.draw import BLACK, GREEN, as_rgb, text_below, upscale
 from zoo.recipe.spec import Range, spec
 from zoo.task import Geometry, HeadContext, ImageGeometry, Task, check_level
 
-__all__ = ["CaptionBatch", "greedy_decode", "beam_search", "LstmCaptionHead",
+__all__ = ["greedy_decode", "beam_search", "LstmCaptionHead",
            "TransformerCaptionHead", "LstmCaptioner", "TransformerCaptioner", "CaptionCrossEntropy",
            "CaptionMetrics", "CAPTIONING"]
 

@@ -24,7 +24,7 @@ recipe = Recipe(
     data=ShapesMultiTaskData(num_images=2000, batch_size=32, num_workers=2),
     model=BackboneSpec(name="resnet10t") | {
         "det": Yolo(size="nano"),
-        "seg": UNet(width=32),
+        "seg": UNet(width=16),
         "cap": TransformerCaptioner(level=-2, dim=128, heads=4, layers=2, ffn=256, beam_size=3, length_penalty=0.5),
     },
     loss=Losses(heads={"det": YoloLoss(box_loss="ciou"), "seg": SegmentationLoss(name="ce+dice"),

@@ -70,7 +70,7 @@ def test_train_eval_predict(tmp_path, capsys):
 
     Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
     assert main(["predict", str(out / "best.ckpt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "pred"),
-                 "--top-k", "2"]) == 0
+                 "model.head.top_k=2"]) == 0
     preds = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert preds[0]["image"].endswith("x.png") and len(preds[0]["top_k"]) == 2
     assert main(["predict", str(out / "best.ckpt"), str(tmp_path / "missing.png")]) == 2

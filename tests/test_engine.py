@@ -29,6 +29,7 @@ def test_run_folder_contents(trained_checkpoint):
 def test_checkpoint_is_plain_data_with_recipe(trained_checkpoint):
     data = torch.load(trained_checkpoint, weights_only=True)  # no pickled objects at all
     assert data["zoo"]["classes"] == {"label": [str(d) for d in range(10)]}
+    assert data["zoo"]["format"] == 2  # classes per target key
     assert data["zoo"]["recipe"]["model"]["backbone"]["name"] == "lenet5"
     assert "hyper_parameters" not in data
 

@@ -75,17 +75,33 @@ class _OneReluNet(nn.Module):
         self.v = torch.tensor(v)
         self.feature_info = [FeatureInfo(len(w), 1, "relu")]
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x]  # no backbone: the head reads the input itself
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.relu(self.conv(x))
         return torch.stack([(z.mean((2, 3)) * self.v).sum(1), torch.zeros(len(x))], 1)  # logits [N, 2]
+
+
+class _ToyHead(nn.Module):
+    """The toy net as a built head: ``head(features, images, target=None) -> logits [N, 2]``."""
+
+    def __init__(self, net: _OneReluNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor, target: object = None) -> torch.Tensor:
+        return self.net(features[0])
 
 
 def test_guided_backprop_passes_only_positive_gradients_where_the_input_was_positive():
     w, v = [1.0, -2.0, 3.0], [0.5, 4.0, -1.0]
     net = _OneReluNet(w, v)
     x = torch.tensor([[[[1.0, -1.0], [2.0, 0.0]]]])
+    from heads.classification import explain_class
+
     s = Subject(name="toy", backbone=net, model=net, input_shape=(1, 2, 2), mean=(0.0,), std=(1.0,),
-                transform=None, classes=["a", "b"])
+                transform=None, classes=["a", "b"], head=_ToyHead(net), explain=explain_class)
     g, k = guided_backprop(s, x, wanted=0)
     z = torch.tensor(w).view(-1, 1, 1) * x[0]  # [3, 2, 2] pre-activations
     expected = (torch.tensor(w).view(-1, 1, 1) * torch.tensor(v).clamp(min=0).view(-1, 1, 1) / 4 * (z > 0)).sum(0)
@@ -113,8 +129,8 @@ def test_topk_returns_the_most_activating_images_best_first(subject):
 
     val = prepare_data(subject.recipe).val
     for i, _, im, target in hits:  # the index is the image's place in the split
-        pixels, label = val.load(i)
-        assert label == target
+        pixels, targets = val.load(i)
+        assert targets["label"] == target
         torch.testing.assert_close(subject.transform(image=pixels)["image"].float(), im)
     rest = top_activating(subject, layer=1, unit=2, k=10_000, split="val")
     assert len(rest) == 180 and max(s for _, s, _, _ in rest[4:]) <= scores[-1]

@@ -120,7 +120,7 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
         precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
         limit_train_batches=_batches(t.limit_train_batches), limit_val_batches=_batches(t.limit_val_batches),
         limit_test_batches=_batches(t.limit_test_batches),
-        log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, logger=logger,
+        log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, logger=logger, max_time=t.max_time,
         default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )

@@ -177,6 +177,7 @@ class Trainer:
     limit_val_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for validation
     limit_test_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for the test split (train's final eval, zoo eval)
     log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
+    max_time: str | None = None  # wall-clock cap of training, Lightning's "DD:HH:MM:SS"; None: no cap
     # validation metric that picks best.ckpt, early-stops and drives plateau schedules, as named in metrics.json
     # without "val/" ("top1"; "det/map50" for named heads; "loss"). None: the (first) head's task default
     monitor: str | None = None
