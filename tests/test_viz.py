@@ -184,3 +184,59 @@ def test_cli_help_explains_every_option(capsys):
     for option in ("--what", "--image", "--out", "--class", "--unit", "--layer", "--top-k", "--split", "--pretrained",
                    *PICTURES):
         assert option in text
+
+
+class _Tapped(torch.nn.Module):
+    """Backbone → head with an identity on one feature level, so pytorch-grad-cam can hook the map zoo reads."""
+
+    def __init__(self, backbone, head, level: int, reduce=None) -> None:
+        super().__init__()
+        self.backbone, self.head, self.level, self.reduce = backbone, head, level, reduce
+        self.tap = torch.nn.Identity()
+
+    def forward(self, x):
+        feats = list(self.backbone(x))
+        feats[self.level] = self.tap(feats[self.level])
+        out = self.head(feats, x)
+        return self.reduce(out) if self.reduce else out
+
+
+def test_grad_cam_of_segmentation_and_detection_equals_pytorch_grad_cam():
+    """Segmentation explains a class's predicted pixels (pytorch-grad-cam's SemanticSegmentationTarget), detection
+    the class's best box score; both maps equal pytorch-grad-cam's up to its min-max scaling."""
+    gradcam = pytest.importorskip("pytorch_grad_cam", reason="pip install grad-cam (the dev extra installs it)")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
+
+    from heads import UNet, Yolo
+    from heads.detection import DETECTION
+    from heads.segmentation import SEGMENTATION
+    from zoo.recipe import BackboneSpec
+
+    torch.manual_seed(0)
+    net = BackboneSpec(name="resnet10t").build().eval()
+    segmenter = UNet(width=8).build(net.feature_info, num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    detector = Yolo().build(net.feature_info, num_classes=3).eval()
+    level = 3
+    cases = [(segmenter, SEGMENTATION, None), (detector, DETECTION, lambda out: out["scores"].amax(1))]
+    for head, task, reduce in cases:
+        model = _Tapped(net, head, level, reduce).eval()
+        subject = Subject(name="t", backbone=net, model=model, input_shape=(3, 64, 64), mean=(0.5,) * 3,
+                          std=(0.25,) * 3, transform=None, classes=["a", "b", "c"], head=head, explain=task.explain)
+        compared = 0
+        for k in range(3):  # an untrained model: some classes have no positive evidence (an all-zero map)
+            ours, k, used = grad_cam(subject, x, k, layer=level)
+            assert used == level
+            if not ours.max() > ours.min():
+                continue
+            if task is SEGMENTATION:
+                with torch.no_grad():
+                    mask = (model(x)[0].argmax(0) == k).float().numpy()
+                target = SemanticSegmentationTarget(k, mask)
+            else:
+                target = ClassifierOutputTarget(k)
+            theirs = gradcam.GradCAM(model=model, target_layers=[model.tap])(input_tensor=x, targets=[target])[0]
+            scaled = (ours - ours.min()) / (ours.max() - ours.min())
+            assert np.abs(scaled - theirs).max() < 1e-4, (task.name, k)
+            compared += 1
+        assert compared, f"{task.name}: no class with a non-constant map to compare"

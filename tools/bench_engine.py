@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from heads import Classifier, CrossEntropy
 from zoo.data import DigitsData
+from zoo.data.targets import Labelled
 from zoo.engine.module import ZooModel, ZooModule
 from zoo.engine.run import _quiet_lightning, _trainer
 from zoo.recipe import BackboneSpec, Optim, Recipe, Trainer
@@ -73,10 +74,17 @@ def random_data(recipe: Recipe, batches: int) -> TensorDataset:
     return TensorDataset(images, labels)
 
 
-def loader(recipe: Recipe, data: TensorDataset) -> DataLoader:
-    """The settings ``ZooDataModule`` uses for training with ``num_workers=0`` on a CPU."""
+def engine_batch(samples: list) -> tuple[torch.Tensor, dict[str, Labelled]]:
+    """The engine's batch format (``zoo.data.targets.collate_samples``): images and ``{"label": Labelled}``."""
+    images, labels = torch.utils.data.default_collate(samples)
+    return images, {"label": Labelled(labels, torch.arange(len(labels)))}
+
+
+def loader(recipe: Recipe, data: TensorDataset, *, engine: bool = False) -> DataLoader:
+    """The settings ``ZooDataModule`` uses for training with ``num_workers=0`` on a CPU; the engine side gets the
+    engine's batch format (its cost is part of what the engine adds)."""
     return DataLoader(data, batch_size=recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=0,
-                      generator=torch.Generator().manual_seed(recipe.seed))
+                      generator=torch.Generator().manual_seed(recipe.seed), collate_fn=engine_batch if engine else None)
 
 
 class PlainLoop:
@@ -84,9 +92,9 @@ class PlainLoop:
 
     def __init__(self, recipe: Recipe, data: TensorDataset) -> None:
         torch.manual_seed(recipe.seed)
-        self.model = ZooModel(recipe, len(CLASSES)).train()
+        self.model = ZooModel(recipe, {"label": CLASSES}).train()
         self.optimizer = recipe.optim.build(self.model)
-        self.criterion = recipe.loss.build()
+        self.criterion = recipe.loss.build(self.model.head)
         self.batches = iter(loader(recipe, data))
 
     def step(self) -> None:
@@ -115,10 +123,10 @@ class StepClock(L.Callback):
 
 def fit_engine(recipe: Recipe, data: TensorDataset, steps: int, clock: StepClock) -> ZooModule:
     torch.manual_seed(recipe.seed)
-    module = ZooModule(recipe, CLASSES)
+    module = ZooModule(recipe, {"label": CLASSES})
     trainer = _trainer(recipe, None, [clock], enable_progress_bar=False, limit_train_batches=steps,
                        limit_val_batches=0, num_sanity_val_steps=0, max_epochs=1)
-    trainer.fit(module, train_dataloaders=loader(recipe, data))
+    trainer.fit(module, train_dataloaders=loader(recipe, data, engine=True))
     if len(clock.engine_ends) != steps:
         raise RuntimeError(f"the engine ran {len(clock.engine_ends)} steps, expected {steps}")
     return module

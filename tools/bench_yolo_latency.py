@@ -35,15 +35,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from heads import Yolo
 from heads.detection import decode_detections
 from zoo.recipe import BackboneSpec
-from zoo.task import PredictOptions
 
-OPTIONS = PredictOptions(score_threshold=0.25, iou_threshold=0.45, max_detections=100)
+OPTIONS = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
 
 
 def zoo_detector(backbone: str, size: str, num_classes: int) -> Callable[[torch.Tensor], list]:
     net = BackboneSpec(name=backbone).build()
     model = torch.nn.Sequential(net, Yolo(size=size).build(net.feature_info, num_classes=num_classes)).eval()
-    return model, lambda x: decode_detections(model(x), OPTIONS)
+    return model, lambda x: decode_detections(model(x), **OPTIONS)
 
 
 def ultralytics_detector(num_classes: int) -> Callable[[torch.Tensor], list]:
@@ -57,8 +56,8 @@ def ultralytics_detector(num_classes: int) -> Callable[[torch.Tensor], list]:
     def run(x: torch.Tensor) -> list:
         out = model(x)
         out = out[0] if isinstance(out, (list, tuple)) else out  # eval mode: (decoded [N, 4 + C, A], raw levels)
-        return non_max_suppression(out, conf_thres=OPTIONS.score_threshold, iou_thres=OPTIONS.iou_threshold,
-                                   max_det=OPTIONS.max_detections)
+        return non_max_suppression(out, conf_thres=OPTIONS["score_threshold"], iou_thres=OPTIONS["iou_threshold"],
+                                   max_det=OPTIONS["max_detections"])
 
     return model, run
 

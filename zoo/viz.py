@@ -294,11 +294,23 @@ def grad_cam(subject: Subject, x: torch.Tensor, wanted: str | int | None = None,
     for the class (every weighted sum negative), as the ReLU of the method prescribes.
     """
     subject.require_explainable("gradcam")
-    level = gradcam_level(subject, x) if layer is None else subject.level(layer)
     with torch.enable_grad():
         feats = subject.backbone(x)
-        score, k = _class_score(subject, subject.head(feats, x, None), wanted)
-        (grad,) = torch.autograd.grad(score, feats[level])
+        neck = getattr(subject.model, "neck", None)
+        score, k = _class_score(subject, subject.head(neck(feats) if neck is not None else feats, x, None), wanted)
+        grads = torch.autograd.grad(score, feats, allow_unused=True)
+    read = [i for i, g in enumerate(grads) if g is not None]  # the levels the head's score depends on
+    if layer is None:
+        level = gradcam_level(subject, x)
+        if level not in read:  # a head that reads a shallower map (YOLO v1's grid): the deepest one it reads
+            larger = [i for i in read if feats[i].shape[-2] * feats[i].shape[-1] > 1]
+            level = max(larger or read)
+    else:
+        level = subject.level(layer)
+        if level not in read:
+            raise ZooError(f"--layer {layer}: the {subject.name} head's score does not depend on feature level "
+                           f"{level}; it reads levels {read}")
+    grad = grads[level]
     cam = F.relu((grad.mean((2, 3), keepdim=True) * feats[level]).sum(1, keepdim=True)).detach()  # [1, 1, h, w]
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     top = cam.max()

@@ -107,11 +107,14 @@ class CaptionSource:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def target(self, i: int, j: int) -> dict[str, Any]:
+        """Image ``i``'s caption ``j`` as the trained-on ``tokens``, with every caption of the image as references."""
+        references = [tokenize(c) for c in self.captions[i]]
+        return {"tokens": encode(references[j], self.index), "references": references}
+
     def load(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         i, j = self.samples[index]
-        references = [tokenize(c) for c in self.captions[i]]
-        target = {"tokens": encode(references[j], self.index), "references": references}
-        return load_image(self.files[i], channels=self.channels), target
+        return load_image(self.files[i], channels=self.channels), self.target(i, j)
 
 
 def _split_sources(files: list[Path], captions: list[list[str]], parts: dict[str, np.ndarray], *, min_freq: int,

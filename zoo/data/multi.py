@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from zoo.data.base import DataSplits, ImageData, SampleSource
-from zoo.data.captions import _check_captions, build_vocabulary, encode, tokenize
+from zoo.data.captions import CaptionSource, _check_captions, build_vocabulary
 from zoo.data.detection import BoxReport, DetectionRecord, DetectionSource, _coco_records
 from zoo.data.segmentation import IGNORE_INDEX, load_mask, split_indices, to_class_indices
 from zoo.data.shapes import SHAPE_CLASSES, shapes_root
@@ -37,25 +37,17 @@ class _ShapesSource:
 
     boxes: DetectionSource
     masks: list[Path]
-    captions: list[list[str]]
-    index: dict[str, int]
-    per_caption: bool
-
-    def __post_init__(self) -> None:
-        self.samples = [(i, j) for i, caps in enumerate(self.captions)
-                        for j in (range(len(caps)) if self.per_caption else range(1))]
+    captions: CaptionSource  # its samples (image, caption) are this source's samples
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.captions)
 
     def load(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
-        i, j = self.samples[index]
+        i, j = self.captions.samples[index]
         image, boxes = self.boxes.load(i)
-        mask = to_class_indices(load_mask(self.masks[i]), num_classes=len(SHAPE_CLASSES) + 1, ignore_index=IGNORE_INDEX,
-                                where=self.masks[i])
-        references = [tokenize(c) for c in self.captions[i]]
-        caption = {"tokens": encode(references[j], self.index), "references": references}
-        return image, {"boxes": boxes, "mask": mask, "caption": caption}
+        mask = to_class_indices(load_mask(self.masks[i]), num_classes=len(SHAPE_CLASSES) + 1,
+                                ignore_index=IGNORE_INDEX, where=self.masks[i])
+        return image, {"boxes": boxes, "mask": mask, "caption": self.captions.target(i, j)}
 
 
 @spec
@@ -85,13 +77,13 @@ class ShapesMultiTaskData(ShapesData):
         parts = dict(zip(_SPLITS, split_indices(len(records), val_fraction=self.val_fraction,
                                                 test_fraction=self.test_fraction, seed=self.split_seed)))
         vocabulary = build_vocabulary([c for i in parts["train"] for c in captions[i]], min_freq=self.min_freq)
-        index = {w: i for i, w in enumerate(vocabulary)}
 
         def source(split: str) -> _ShapesSource:
             ix = parts[split]
             chosen: list[DetectionRecord] = [records[i] for i in ix]
             return _ShapesSource(DetectionSource(chosen, self.channels), [masks[i] for i in ix],
-                                 [captions[i] for i in ix], index, per_caption=split == "train")
+                                 CaptionSource([Path(r.path) for r in chosen], [captions[i] for i in ix], vocabulary,
+                                               self.channels, per_caption=split == "train"))
 
         classes = {"boxes": SHAPE_CLASSES, "mask": ("background", *SHAPE_CLASSES), "caption": vocabulary}
         return DataSplits(classes=classes, **{split: source(split) for split in _SPLITS})
