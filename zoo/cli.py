@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "gradcam (default: the predicted class)")
     p.add_argument("--unit", type=int, default=0, metavar="U", help="channel of the feature level that topk ranks "
                                                                     "images by (mean activation; default 0)")
-    p.add_argument("--layer", type=int, metavar="L", help="feature level (index into the backbone's feature maps, "
+    p.add_argument("--level", "--layer", dest="layer", type=int, metavar="L", help="feature level (index into the backbone's feature maps, "
                                                           "negative from the deepest) for gradcam (default: the "
                                                           "deepest map larger than 1x1) and topk (default: -1)")
     p.add_argument("--top-k", type=int, default=9, metavar="K", help="images shown by topk (default 9)")

@@ -140,11 +140,11 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
     ``data.json`` (split sizes, skipped files), ``logs/`` (CSV and TensorBoard), and the task's pictures.
     """
     _quiet_lightning()
+    check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
     (out / "recipe.txt").write_text(recipe.listing() + "\n")
-    check_model(recipe)  # fails before any data is read
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = prepare_data(recipe)
     (out / "data.json").write_text(json.dumps({
