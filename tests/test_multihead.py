@@ -371,3 +371,10 @@ def test_spec_classes_are_saved_by_a_stable_name():
     assert to_data(RenamedLater(x=2))["_spec"] == "TestRenamedHeadOptions"
     assert from_data(to_data(RenamedLater(x=2))) == RenamedLater(x=2)
     assert heads.Classifier.spec_name == "Classifier"
+
+
+def test_a_single_head_recipe_reports_the_metric_names_the_previous_main_reported(tmp_path):
+    # metrics.json of a detect_shapes_yolov1 run by the previous main (tests/fixtures), against a run by this one
+    before = json.loads((FIXTURES / "format1_detect_shapes_yolov1.metrics.json").read_text())
+    now = train(_tiny("recipes/detect_shapes_yolov1.py", "data.num_images=40"), tmp_path)
+    assert set(now) == set(before)
