@@ -27,7 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or f"runs/{recipe.name}")
-    metrics = train(recipe, out)
+    metrics = train(recipe, out, resume=args.resume, overwrite=args.overwrite)
     print(f"test metrics of {out / 'best.ckpt'}:")
     _print_metrics(metrics)
     print(f"run folder: {out}")
@@ -159,7 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train RECIPE (a Python recipe file), then evaluate best.ckpt on the test split.")
     p.add_argument("recipe", help="recipe file, e.g. recipes/classify_digits_lenet5.py")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
-    p.add_argument("--out", help="run folder (default runs/<recipe name>)")
+    p.add_argument("--out", help="run folder (default runs/<recipe name>); one that already holds a run is refused "
+                                 "unless --resume or --overwrite")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.ckpt (epoch, "
+                   "optimizer, schedule, best checkpoint, early stopping, random states) with the recipe stored "
+                   "there; only trainer.max_epochs/max_time/accelerator/devices/strategy/log_every_n_steps and "
+                   "data.num_workers may change")
+    p.add_argument("--overwrite", action="store_true", help="remove the run already in --out (its checkpoints, logs, "
+                   "pictures) and start clean")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="metrics of a checkpoint on a split of its recipe's data, or of COCO detections",

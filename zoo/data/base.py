@@ -89,8 +89,12 @@ class TransformedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.prepare(*self.source.load(index))
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``item``: an index, or ``(index, seed)`` from a seeded sampler: the augmentation is seeded with ``seed``."""
+        if isinstance(item, tuple):
+            item, seed = item
+            self.prepare.transform.reseed(seed)
+        return self.prepare(*self.source.load(item))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,14 +6,40 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from zoo.data.base import DataSplits, TransformedDataset
 from zoo.data.targets import SamplePreparer, collate_samples
 from zoo.errors import ZooError
 from zoo.recipe import Recipe
 
-__all__ = ["ZooDataModule"]
+__all__ = ["ZooDataModule", "SeededOrder"]
+
+
+class SeededOrder(Sampler):
+    """Sample order and augmentation seeds that depend only on ``(seed, epoch, index)``.
+
+    Yields ``(index, sample seed)``; the order of epoch ``e`` is a permutation drawn from a generator seeded with
+    ``(seed, e)`` (the identity when not shuffling). Lightning calls ``set_epoch`` before every epoch, so a run
+    resumed at epoch ``e`` sees exactly the batches and augmentations the uninterrupted run saw, whatever the number
+    of worker processes.
+    """
+
+    def __init__(self, size: int, *, seed: int, shuffle: bool) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
+        if not self.shuffle:
+            return iter((i, (base + i) % 2**31) for i in range(self.size))
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base % 2**63))
+        return iter((i, (base + i) % 2**31) for i in order.tolist())
 
 
 class ZooDataModule(L.LightningDataModule):
@@ -39,7 +65,7 @@ class ZooDataModule(L.LightningDataModule):
         return DataLoader(
             TransformedDataset(source, prepare),
             batch_size=d.batch_size,
-            shuffle=train,
+            sampler=SeededOrder(len(source), seed=self.recipe.seed, shuffle=train),
             drop_last=train and len(source) > d.batch_size,  # no tiny last batch upsetting BatchNorm
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -24,6 +24,7 @@ from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
+from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
@@ -133,15 +134,27 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
     return L.Trainer(**kwargs)
 
 
-def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
+def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
     """Fits ``recipe`` and evaluates the best checkpoint on the test split.
 
     Writes to ``out``: ``best.ckpt``, ``last.ckpt``, ``metrics.json``, ``recipe.json`` / ``recipe.txt``,
     ``data.json`` (split sizes, skipped files), ``logs/`` (CSV and TensorBoard), and the task's pictures.
+    A folder that already holds a run is refused unless ``resume`` (continue it from ``last.ckpt`` with the recipe
+    stored there; see ``zoo.engine.resume``) or ``overwrite`` (remove what that run wrote, start clean).
     """
     _quiet_lightning()
-    check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
     out = Path(out)
+    if resume and overwrite:
+        raise ZooError("--resume continues the run in the folder, --overwrite replaces it: choose one")
+    found = existing_run(out)
+    if resume:
+        recipe = resume_recipe(out, recipe)
+    elif found and not overwrite:
+        raise ZooError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it from its "
+                       f"last.ckpt, or --overwrite to remove it and start again (or choose another --out)")
+    check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
+    if overwrite and found:
+        clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
     (out / "recipe.txt").write_text(recipe.listing() + "\n")
@@ -162,12 +175,16 @@ def train(recipe: Recipe, out: str | Path) -> dict[str, float]:
         ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=mode, save_last=True,
                         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="epoch"),
+        RngStates(),
     ]
     if recipe.trainer.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=recipe.trainer.early_stopping_patience))
-    loggers = [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")]
+    # A resumed run's CSV rows go to logs/resumed_<n>/ (Lightning's CSV writer would replace the earlier rows);
+    # TensorBoard appends another event file to logs/.
+    version = f"resumed_{len(list((out / 'logs').glob('resumed_*'))) + 1}" if resume else ""
+    loggers = [CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version="")]
     trainer = _trainer(recipe, out, callbacks, logger=loggers)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=out / "last.ckpt" if resume else None)
     best = out / "best.ckpt"
     metrics = evaluate(best, split="test", out=out, splits=splits)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -196,6 +196,13 @@ class SamplePipeline:
     def __init__(self, shared: Any, input_only: Any | None, finish: Any) -> None:
         self.shared, self.input_only, self.finish = shared, input_only, finish
 
+    def reseed(self, seed: int) -> None:
+        """Seeds the random transforms for the next sample (``zoo.engine.datamodule.SeededOrder`` gives each sample of
+        each epoch its own seed, so augmentation does not depend on worker processes or on where a run resumed)."""
+        self.shared.set_random_seed(seed)
+        if self.input_only is not None:
+            self.input_only.set_random_seed(seed + 1)
+
     def __call__(self, **data: Any) -> dict:
         out = self.shared(**data)
         image = out["pixels"] = out["image"]
