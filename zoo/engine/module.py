@@ -74,6 +74,16 @@ class ZooModel(nn.Module):
         else:
             self.heads = nn.ModuleDict(built)
 
+    frozen_bn = False  # set by zoo.engine.finetune.BackboneFreeze: the backbone's BatchNorm layers stay in eval mode
+
+    def train(self, mode: bool = True) -> ZooModel:
+        super().train(mode)
+        if mode and self.frozen_bn:  # Lightning calls train() around every validation: keep frozen BN statistics
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     def named_heads(self) -> dict[str, nn.Module]:
         return {"": self.head} if self.single else dict(self.heads.items())
 
@@ -233,7 +243,7 @@ class ZooModule(L.LightningModule):
         return self(images)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.recipe.optim.build(self)  # the model and learned loss weights
+        optimizer = self.recipe.optim.build(self, backbone=self.model.backbone)  # the model, learned loss weights
         schedule = self.recipe.sched.build(optimizer, epochs=self.recipe.trainer.max_epochs,
                                            monitor=f"val/{self.monitor}", mode=self.monitor_mode)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

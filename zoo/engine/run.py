@@ -15,7 +15,8 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint,
+                                         TQDMProgressBar)
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import move_data_to_device
 
@@ -23,6 +24,7 @@ from zoo.data.base import DataSplits
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
+from zoo.engine.finetune import BackboneFreeze
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.errors import RecipeError, ZooError
@@ -42,6 +44,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
+    # a frozen backbone's BatchNorm layers are in eval mode on purpose (model.backbone.freeze_bn)
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
 
 
 class EpochLine(L.Callback):
@@ -177,6 +181,10 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
         LearningRateMonitor(logging_interval="epoch"),
         RngStates(),
     ]
+    if recipe.model.backbone.freeze:
+        callbacks.append(BackboneFreeze(recipe))
+    if recipe.trainer.ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=recipe.trainer.ema_decay))
     if recipe.trainer.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=recipe.trainer.early_stopping_patience))
     # A resumed run's CSV rows go to logs/resumed_<n>/ (Lightning's CSV writer would replace the earlier rows);

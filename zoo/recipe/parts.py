@@ -22,9 +22,16 @@ class BackboneSpec:
     name: str = "lenet5"  # registry name: `zoo backbones` lists them
     pretrained: bool | str = False  # False | True (library default, from the local cache) | weight tag | file
     in_chans: Annotated[int, Range(ge=1)] = 3  # input channels; must equal data.channels
+    freeze: bool = False  # fine-tuning: train the heads only (True: a linear probe of a pretrained backbone)
+    freeze_bn: bool = True  # with freeze: the frozen backbone's BatchNorm layers stay in eval mode (running stats kept)
+    unfreeze_at_epoch: Annotated[int, Range(ge=1)] | None = None  # with freeze: train the backbone from this epoch on
+    unfreeze_lr_mult: Annotated[float, Range(gt=0)] = 0.1  # learning rate of the unfrozen backbone: lr x this
 
     def __post_init__(self) -> None:
         resolve_backbone(self.name)  # unknown names fail here, with close matches
+        if self.unfreeze_at_epoch is not None and not self.freeze:
+            raise RecipeError("unfreeze_at_epoch", f"is {self.unfreeze_at_epoch} but freeze is False: nothing to "
+                                                   f"unfreeze (set freeze=True for freeze-then-unfreeze)")
 
     def build(self) -> Backbone:
         return create_backbone(self.name, pretrained=self.pretrained, in_chans=self.in_chans)
@@ -120,13 +127,21 @@ class Optim:
     nesterov: bool = False  # SGD with Nesterov momentum
     betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moment decay rates
     weight_decay: Annotated[float, Range(ge=0)] = 5e-4  # L2 penalty on weights (not on biases and norms)
+    backbone_lr_mult: Annotated[float, Range(gt=0)] = 1.0  # fine-tuning: the backbone's learning rate is lr x this
 
-    def build(self, model: nn.Module) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
+    def build(self, model: nn.Module, *, backbone: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Named parameter groups — ``backbone`` / ``backbone_no_decay`` (lr x ``backbone_lr_mult``) and ``head`` /
+        ``head_no_decay`` (everything that is not the backbone) — of the trainable parameters; biases and norms get
+        no weight decay. The names are what the learning-rate monitor logs (``lr/backbone``, ``lr/head``)."""
+        in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+        parts: dict[str, list] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
         for p in model.parameters():
             if p.requires_grad:
-                (decay if p.ndim > 1 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                part = "backbone" if id(p) in in_backbone else "head"
+                parts[part if p.ndim > 1 else f"{part}_no_decay"].append(p)
+        groups = [{"params": params, "name": name, "weight_decay": 0.0 if name.endswith("no_decay") else self.weight_decay,
+                   "lr": self.lr * (self.backbone_lr_mult if name.startswith("backbone") else 1.0)}
+                  for name, params in parts.items() if params]
         if self.name == "sgd":
             return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
@@ -150,7 +165,7 @@ class Schedule:
         if self.name == "plateau":
             s = sched.ReduceLROnPlateau(optimizer, mode=mode, factor=self.factor, patience=self.patience,
                                         min_lr=self.min_lr)
-            return {"scheduler": s, "monitor": monitor, "interval": "epoch"}
+            return {"scheduler": s, "monitor": monitor, "interval": "epoch", "name": "lr"}
         main_epochs = max(1, epochs - self.warmup_epochs)
         if self.name == "step":
             s = sched.StepLR(optimizer, step_size=self.step_size, gamma=self.factor)
@@ -159,7 +174,7 @@ class Schedule:
         if self.warmup_epochs:
             warm = sched.LinearLR(optimizer, start_factor=0.01, total_iters=self.warmup_epochs)
             s = sched.SequentialLR(optimizer, [warm, s], milestones=[self.warmup_epochs])
-        return {"scheduler": s, "interval": "epoch"}
+        return {"scheduler": s, "interval": "epoch", "name": "lr"}  # logged as lr/<param group>
 
 
 @spec
@@ -178,6 +193,9 @@ class Trainer:
     limit_test_batches: Annotated[int | float, Range(gt=0)] = 1.0  # same, for the test split (train's final eval, zoo eval)
     log_every_n_steps: Annotated[int, Range(ge=1)] = 10  # training-loss logging period
     max_time: str | None = None  # wall-clock cap of training, Lightning's "DD:HH:MM:SS"; None: no cap
+    # exponential moving average of the weights (Lightning's EMAWeightAveraging); validation, best.ckpt, eval and
+    # predict use the averaged weights. None: off
+    ema_decay: Annotated[float, Range(gt=0, lt=1)] | None = None
     # validation metric that picks best.ckpt, early-stops and drives plateau schedules, as named in metrics.json
     # without "val/" ("top1"; "det/map50" for named heads; "loss"). None: the (first) head's task default
     monitor: str | None = None
