@@ -27,7 +27,6 @@ from torchvision.ops import batched_nms, box_convert
 
 from zoo.backbones.base import FeatureInfo
 from zoo.draw import as_rgb, draw_boxes, upscale
-from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 from zoo.task import Geometry, HeadContext, ImageGeometry, Task, check_level
 

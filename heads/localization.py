@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-from heads.detection import DETECTION, TRUTH, boxes_to_original, paired_box_iou
+from heads.detection import TRUTH, boxes_to_original, paired_box_iou
 from zoo.backbones.base import FeatureInfo
 from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.recipe.spec import Range, spec

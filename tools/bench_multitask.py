@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.engine import evaluate, train
+from zoo.engine import train
 from zoo.engine.datamodule import ZooDataModule
 from zoo.engine.module import ZooModule
 from zoo.engine.run import prepare_data

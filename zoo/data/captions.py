@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 
 from zoo.data.base import DataSplits, ImageData
 from zoo.data.images import load_image

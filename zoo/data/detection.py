@@ -30,10 +30,9 @@ import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
-import torch
 
 from zoo.data.base import DataSplits, ImageData, stratified_split
 from zoo.data.coco import load_coco, resolve_inside
@@ -47,9 +46,6 @@ __all__ = ["DetectionRecord", "DetectionSource", "BoxReport",
 
 log = logging.getLogger(__name__)
 _EXAMPLES = 3  # entries named in a clip/drop warning
-
-
-# --- the target format and the task hooks -------------------------------------------------------------------------
 
 
 # The albumentations inputs, compose arguments, finishing and collation of box targets: zoo.data.targets ("boxes").
