@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from zoo.backbones.base import FeatureInfo
+from zoo.errors import RecipeError
 from zoo.recipe.spec import Range, spec
 from zoo.draw import BLACK, GREEN, RED, as_rgb, text_below, upscale
 from zoo.task import Geometry, HeadContext, ImageGeometry, Task
@@ -158,19 +159,50 @@ class Classifier:
 
 
 class _CrossEntropyLoss(nn.Module):
-    def __init__(self, label_smoothing: float) -> None:
+    """Cross-entropy against class ids, or against soft targets ``[N, K]`` (what :meth:`mix` makes in training).
+
+    ``mixup`` is a ``timm.data.Mixup`` (or ``None``): :meth:`mix` mixes pairs of a training batch's images and their
+    one-hot (smoothed) labels; the engine calls it in training steps only.
+    """
+
+    def __init__(self, label_smoothing: float, mixup: Any = None) -> None:
         super().__init__()
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.mixup = label_smoothing, mixup
+
+    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixup is None or len(images) % 2:  # timm's batch mixing pairs images: an odd batch stays unmixed
+            return images, targets
+        return self.mixup(images, targets)
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        if targets.is_floating_point():  # soft targets (mixup / CutMix), already smoothed
+            return {"ce": torch.sum(-targets * F.log_softmax(outputs.float(), dim=-1), dim=-1).mean()}
         return {"ce": F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)}
 
 
 @spec
 class CrossEntropy:
     label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0  # mass spread evenly over all classes
+    mixup_alpha: Annotated[float, Range(ge=0)] = 0.0  # mixup (Zhang et al.): Beta(a, a) mixing of image pairs; 0: off
+    cutmix_alpha: Annotated[float, Range(ge=0)] = 0.0  # CutMix (Yun et al.): pasted boxes, Beta(a, a) area; 0: off
+    mix_prob: Annotated[float, Range(ge=0, le=1)] = 1.0  # share of training batches mixed (timm.data.Mixup prob)
+    switch_prob: Annotated[float, Range(ge=0, le=1)] = 0.5  # with both on: chance a batch uses CutMix, not mixup
 
     task: ClassVar[Task] = CLASSIFICATION
 
+    @property
+    def mixes_batches(self) -> bool:
+        """Whether the built loss mixes training batches (``LossSpec`` capability; single-head models only)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
     def build(self, head: nn.Module | None = None) -> nn.Module:
-        return _CrossEntropyLoss(self.label_smoothing)
+        mixup = None
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            from timm.data import Mixup
+
+            if head is None:
+                raise RecipeError("loss", "mixup / CutMix need the built head (its class count)")
+            mixup = Mixup(mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, prob=self.mix_prob,
+                          switch_prob=self.switch_prob, label_smoothing=self.label_smoothing,
+                          num_classes=head.mlp[-1].out_features)
+        return _CrossEntropyLoss(self.label_smoothing, mixup)

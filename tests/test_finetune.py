@@ -114,3 +114,57 @@ def test_ema_weights_equal_the_hand_computed_average_after_three_steps(folder, t
     for k, value in expected.items():
         torch.testing.assert_close(saved[f"model.{k}"], value, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(saved[f"model.{k}"], steps[-1][k]) for k in expected)  # not the last step's weights
+
+
+def test_mixup_and_cutmix_give_soft_targets_that_sum_to_one_and_train(folder, tmp_path):
+    from timm.loss import SoftTargetCrossEntropy
+
+    from heads import Classifier, CrossEntropy
+
+    head = Classifier().build([__import__("zoo.backbones.base", fromlist=["FeatureInfo"]).FeatureInfo(8, 4, "x")],
+                              num_classes=3)
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0)):
+        loss = CrossEntropy(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=0.1).build(head)
+        images, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 1])
+        original = images.clone()  # timm mixes in place
+        mixed, soft = loss.mix(images, labels)
+        assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4)) and (soft < 1).all()
+        assert not torch.equal(mixed, original)
+        logits = torch.randn(4, 3)
+        assert torch.allclose(loss(logits, soft)["ce"], SoftTargetCrossEntropy()(logits, soft))
+    odd = CrossEntropy(mixup_alpha=0.4).build(head)
+    assert odd.mix(torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2]))[1].dtype == torch.int64  # odd: unmixed
+    metrics = train(tiny_folder_recipe(folder, **{"loss.cutmix_alpha": 1.0, "loss.mixup_alpha": 0.2}), tmp_path)
+    assert "top1" in metrics
+
+
+def test_named_heads_refuse_a_batch_mixing_loss():
+    from heads import Classifier, CrossEntropy
+    from zoo.data import DigitsData
+    from zoo.recipe import BackboneSpec, Losses, Recipe
+
+    with pytest.raises(RecipeError, match="loss.heads.a: mixes training batches"):
+        Recipe(data=DigitsData(), model=BackboneSpec(name="lenet5", in_chans=1) | {"a": Classifier(), "b": Classifier()},
+               loss=Losses(heads={"a": CrossEntropy(mixup_alpha=0.2), "b": CrossEntropy()}))
+
+
+def test_the_shipped_finetune_recipe_starts_from_a_detectors_backbone(tmp_path, caplog):
+    from zoo.recipe import load_recipe
+
+    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "trainer.accelerator=cpu", "trainer.devices=1", "data.num_images=40",
+            "data.batch_size=4", "data.num_workers=0"]
+    train(load_recipe("recipes/detect_shapes_yolo.py", tiny), tmp_path / "detector")
+    weights = tmp_path / "detector" / "best.ckpt"
+    detector = torch.load(weights, weights_only=True)["state_dict"]
+    recipe = load_recipe("recipes/finetune_shapes_classifier.py",
+                         [*tiny, f"model.weights={weights}", "trainer.max_epochs=4", "trainer.limit_train_batches=2",
+                          "data.batch_size=8"])
+    with caplog.at_level("INFO"):
+        train(recipe, tmp_path / "finetuned")
+    assert "into the whole model" in caplog.text and "transferred" in caplog.text
+    tuned = torch.load(tmp_path / "finetuned" / "last.ckpt", weights_only=True)["current_model_state"]
+    backbone = [k for k in detector if k.startswith("model.backbone.") and detector[k].is_floating_point()
+                and k.endswith("weight")]
+    # frozen for 3 epochs, then trained: the backbone started from the detector's weights and moved from there
+    assert backbone and any(not torch.equal(detector[k], tuned[k]) for k in backbone)

@@ -53,6 +53,8 @@ def test_sigkill_after_an_epoch_then_resume_is_bit_identical_to_the_uninterrupte
 
     resumed = _zoo_train(tmp_path / "killed", "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    for run in ("whole", "killed"):  # last.ckpt is the last epoch's, in both runs
+        assert torch.load(tmp_path / run / "last.ckpt", weights_only=True, map_location="cpu")["epoch"] == 3
     a, b = _weights(tmp_path / "whole" / "last.ckpt"), _weights(last)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "killed" / "metrics.json").is_file()

@@ -36,7 +36,9 @@ TINY = {"segment_shapes_unet": ["data.num_images=40"], "segment_shapes_fcn": ["d
         "caption_shapes_lstm": ["data.num_images=40", "model.head.max_length=5"],
         "caption_shapes_transformer": ["data.num_images=40", "model.head.max_length=5"],
         "caption_coco": ["data.image_size=32", "data.min_freq=1", "model.head.max_length=5"],
-        "multitask_shapes": ["data.num_images=40", "model.heads.cap.max_length=5"]}
+        "multitask_shapes": ["data.num_images=40", "model.heads.cap.max_length=5"],
+        # its weights are a detector's run folder (tests/test_finetune.py fine-tunes from a tiny one)
+        "finetune_shapes_classifier": ["data.num_images=40", "model.weights=None"]}
 
 
 def _coco_paths(recipe, coco: Path) -> list[str]:

@@ -147,7 +147,10 @@ class LossSpec(Protocol):
 
     ``build`` gets the built head (a VAE's likelihood settings live there). A built loss with a
     ``set_progress(fraction)`` method is told, before each training batch, how far training is (0 at the start,
-    1 at the end of ``trainer.max_epochs``): for warm-ups such as a VAE's KL weight.
+    1 at the end of ``trainer.max_epochs``): for warm-ups such as a VAE's KL weight. A built loss with a
+    ``mix(images, target) -> (images, target)`` method transforms each training batch before the forward pass
+    (mixup / CutMix); its spec then says so with a ``mixes_batches`` property, and models with named heads refuse it
+    (mixing images changes what every head sees).
     """
 
     task: ClassVar[Task]

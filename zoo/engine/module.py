@@ -194,6 +194,12 @@ class ZooModule(L.LightningModule):
                 criterion.set_progress(min(1.0, done))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        mix = getattr(self.criteria[_key("")], "mix", None) if self.model.single else None
+        images, targets = batch
+        labelled = targets.get(self.target_keys[""]) if mix is not None else None
+        if labelled is not None and len(labelled.index) == len(images):  # mixup / CutMix: a fully labelled batch
+            mixed, value = mix(images, labelled.value)
+            batch = (mixed, {**targets, self.target_keys[""]: Labelled(value, labelled.index)})
         _, loss, terms = self._losses(batch)
         # Logging costs ~0.5 ms a call (docs/benchmarks.md); log only the steps the loggers will keep.
         trainer = self._trainer

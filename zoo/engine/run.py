@@ -175,8 +175,12 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     name, mode = recipe.monitor()
     monitor = f"val/{name}"
     callbacks: list = [
-        ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=mode, save_last=True,
-                        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                        enable_version_counter=False, auto_insert_metric_name=False),
+        # last.ckpt after every epoch, improved or not (Lightning's save_last=True now writes it only together with
+        # a new best checkpoint, which would leave --resume an older epoch)
+        ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, save_top_k=1, enable_version_counter=False,
+                        auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="epoch"),
         RngStates(),
     ]

@@ -84,6 +84,10 @@ class Recipe:
             if set(self.loss.heads) != set(model.heads):
                 raise RecipeError("loss.heads", f"names {sorted(self.loss.heads)} but model.heads names "
                                                 f"{sorted(model.heads)}; give each head one loss")
+            for name, loss in self.loss.heads.items():
+                if getattr(loss, "mixes_batches", False):
+                    raise RecipeError(f"loss.heads.{name}", "mixes training batches (mixup / CutMix), which would "
+                                                            "change the images every head sees; use it with one head")
         targets = getattr(data, "targets", ())
         known = data.target_classes()
         for name, (head, loss) in self.heads().items():
