@@ -173,3 +173,13 @@ def test_limit_test_batches_bounds_evaluation(trained_checkpoint, monkeypatch):
     calls.clear()
     evaluate(trained_checkpoint, overrides={"trainer.limit_test_batches": 2})
     assert full > 2 and len(calls) == 2
+
+
+def test_train_loss_is_logged_when_an_epoch_is_shorter_than_the_logging_interval(tmp_path):
+    from tests.conftest import tiny_digits_recipe
+    from zoo.engine import train
+
+    train(tiny_digits_recipe(**{"trainer.limit_train_batches": 3, "trainer.log_every_n_steps": 50}), tmp_path)
+    rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("train/loss")
+    assert any(row.split(",")[column] for row in rows[1:])

@@ -194,7 +194,12 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     # TensorBoard appends another event file to logs/.
     version = f"resumed_{len(list((out / 'logs').glob('resumed_*'))) + 1}" if resume else ""
     loggers = [CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version="")]
-    trainer = _trainer(recipe, out, callbacks, logger=loggers)
+    # An epoch shorter than log_every_n_steps would never log train/loss: log at least once per epoch.
+    limit = _batches(recipe.trainer.limit_train_batches)
+    steps = len(splits.train) // recipe.data.batch_size or 1
+    steps = min(steps, limit) if isinstance(limit, int) else max(1, int(steps * limit))
+    trainer = _trainer(recipe, out, callbacks, logger=loggers,
+                       log_every_n_steps=max(1, min(recipe.trainer.log_every_n_steps, steps)))
     trainer.fit(module, datamodule=datamodule, ckpt_path=out / "last.ckpt" if resume else None)
     best = out / "best.ckpt"
     metrics = evaluate(best, split="test", out=out, splits=splits)
