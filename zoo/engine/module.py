@@ -91,8 +91,8 @@ class ZooModel(nn.Module):
         features = self.backbone(images)
         return self.neck(features) if self.neck is not None else features
 
-    def run_heads(self, images: torch.Tensor, targets: Mapping[str, Labelled] | None, keys: Mapping[str, str],
-                  ) -> dict[str, tuple[Any, Any]]:
+    def run_heads(self, images: torch.Tensor, targets: Mapping[str, Labelled] | None = None,
+                  keys: Mapping[str, str] | None = None) -> dict[str, tuple[Any, Any]]:
         """``{name: (outputs, target)}`` for every head whose target key some sample of the batch has.
 
         ``keys`` maps head name → target key. With ``targets=None`` (prediction) every head runs on every image and
@@ -114,8 +114,7 @@ class ZooModel(nn.Module):
         return result
 
     def forward(self, images: torch.Tensor) -> Any:
-        features = self.features(images)
-        outputs = {name: head(features, images, None) for name, head in self.named_heads().items()}
+        outputs = {name: out for name, (out, _) in self.run_heads(images).items()}
         return outputs[""] if self.single else outputs
 
 
@@ -142,10 +141,9 @@ class ZooModule(L.LightningModule):
         self.contexts = {name: HeadContext(name, spec, modules[name], self.classes.get(self.target_keys[name], ()))
                          for name, (spec, _) in specs.items()}
         self.criteria = nn.ModuleDict({_key(n): loss.build(modules[n]) for n, (_, loss) in specs.items()})
-        self.val_metrics = nn.ModuleDict({_key(n): type(s).task.make_metrics(self.contexts[n])
-                                          for n, (s, _) in specs.items()})
-        self.test_metrics = nn.ModuleDict({_key(n): type(s).task.make_metrics(self.contexts[n])
-                                           for n, (s, _) in specs.items()})
+        self.val_metrics, self.test_metrics = (
+            nn.ModuleDict({_key(n): type(s).task.make_metrics(self.contexts[n]) for n, (s, _) in specs.items()})
+            for _ in range(2))
         weighting = getattr(recipe.loss, "weighting", "fixed")
         # Kendall, Gal & Cipolla 2018: total = sum_h exp(-s_h) * L_h + s_h, s_h = log sigma_h^2 learned per head
         self.log_vars = nn.Parameter(torch.zeros(len(specs))) if weighting == "uncertainty" else None
@@ -160,10 +158,6 @@ class ZooModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> Any:
         return self.model(images)
 
-    @staticmethod
-    def prefix(name: str) -> str:
-        return f"{name}/" if name else ""
-
     def _losses(self, batch: Any) -> tuple[dict[str, tuple[Any, Any]], torch.Tensor, dict[str, torch.Tensor]]:
         """Head outputs with their targets, the weighted total loss, and every named term (prefixed, unweighted)."""
         images, targets = batch
@@ -176,7 +170,7 @@ class ZooModule(L.LightningModule):
             outputs, target = ran[name]
             head_terms = self.criteria[_key(name)](outputs, target)
             head_loss = sum(head_terms.values())
-            p = self.prefix(name)
+            p = ModelSpec.prefix(name)
             terms.update({f"{p}{k}": v for k, v in head_terms.items()})
             if name:
                 terms[f"{name}/loss"] = head_loss
@@ -232,7 +226,7 @@ class ZooModule(L.LightningModule):
         values: dict[str, float] = {}
         for name in self.contexts:
             m = metrics[_key(name)]
-            values.update({f"{self.prefix(name)}{k}": v for k, v in m.compute().items()})
+            values.update({f"{ModelSpec.prefix(name)}{k}": v for k, v in m.compute().items()})
             m.reset()
         self.last_metrics = values
         for k, v in values.items():

@@ -61,7 +61,8 @@ class EpochLine(L.Callback):
                      if k.startswith(("train/", "val/")) and k.count("/") == 1}
         else:  # named heads: the totals, the monitored metric and each head's own task metric
             wanted = {"train/loss", "val/loss", f"val/{module.monitor}",
-                      *(f"val/{name}/{type(ctx.spec).task.monitor}" for name, ctx in module.contexts.items())}
+                      *(f"val/{ModelSpec.prefix(name)}{type(ctx.spec).task.monitor}"
+                        for name, ctx in module.contexts.items())}
             shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in wanted}
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
               + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())), flush=True)
@@ -100,7 +101,7 @@ def check_model(recipe: Recipe) -> ZooModel:
         size = recipe.data.image_size
         images = torch.zeros(2, recipe.data.channels, size, size)
         try:
-            model.run_heads(images, None, {name: "" for name in model.named_heads()})
+            model.run_heads(images)
         except ZooError:
             raise
         except NotImplementedError as e:  # an operator without a meta kernel: the build itself succeeded
@@ -243,9 +244,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, head_metrics in zip(module.contexts, module.test_metrics.values()):
-            folder = Path(out) / name if name else Path(out)
-            folder.mkdir(parents=True, exist_ok=True)
-            head_metrics.save_artifacts(folder)
+            head_metrics.save_artifacts(_head_folder(Path(out), name))
         save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
     return metrics
 
@@ -287,6 +286,13 @@ def picture_grid(pictures: Sequence[np.ndarray], *, columns: int = 4, gap: int =
     return grid
 
 
+def _head_folder(out: Path, name: str) -> Path:
+    """Where head ``name``'s files go: ``out/<name>/`` (``out`` itself for a single head)."""
+    folder = out / name if name else out
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def decode_outputs(module: ZooModule, outputs: Any, geometry: Geometry) -> list[dict]:
     """Model outputs → one JSON-able prediction per image: the task's dict for a single head, ``{name: dict}`` for
     named heads. Decoding (NMS, beam search, argmax) happens here, outside the graph."""
@@ -326,14 +332,11 @@ def save_prediction_grid(module: ZooModule, loader: Any, path: Path, *, count: i
     predictions = decode_outputs(module, outputs, Geometry(input_size=tuple(images.shape[-2:]),
                                                            resize=recipe.aug.resize))
     pictures = to_uint8_images(images, recipe.data.mean, recipe.data.std)
-    drawn = []
-    for i, (picture, prediction) in enumerate(zip(pictures, predictions)):
-        truth = {}
-        for name, key in module.target_keys.items():
-            labelled = targets.get(key)
-            if labelled is not None and i in labelled.index.tolist():
-                truth[name] = labelled.value[labelled.index.tolist().index(i)]
-        drawn.append(draw_prediction(module, picture, prediction, truth))
+    # per head: batch position -> that image's target (samples lacking the head's target have none)
+    truths = {name: {int(i): targets[key].value[j] for j, i in enumerate(targets[key].index)}
+              for name, key in module.target_keys.items() if key in targets}
+    drawn = [draw_prediction(module, picture, prediction, {n: t[i] for n, t in truths.items() if i in t})
+             for i, (picture, prediction) in enumerate(zip(pictures, predictions))]
     Image.fromarray(picture_grid(drawn)).save(path)
     return path
 
@@ -377,7 +380,6 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, batch_size:
         for name, ctx in module.contexts.items():
             save = type(ctx.spec).task.save_predictions
             if save is not None:
-                folder = out / name if name else out
-                folder.mkdir(parents=True, exist_ok=True)
-                save([{"image": r["image"], **(r if not name else r[name])} for r in results], ctx.classes, folder)
+                save([{"image": r["image"], **(r[name] if name else r)} for r in results], ctx.classes,
+                     _head_folder(out, name))
     return results

@@ -97,6 +97,11 @@ class ModelSpec:
         """The dotted recipe path of head ``name`` (``model.head`` for the single head)."""
         return f"model.heads.{name}" if name else "model.head"
 
+    @staticmethod
+    def prefix(name: str) -> str:
+        """What head ``name``'s metric and loss names start with: ``"det/"``; nothing for the single head."""
+        return f"{name}/" if name else ""
+
 
 @spec
 class Losses:

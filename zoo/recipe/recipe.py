@@ -45,7 +45,7 @@ class Recipe:
         """The validation metric names the heads declare (``trainer.monitor`` must be one), prefixed by head name."""
         names = ["loss"]
         for name, (head, _) in self.heads().items():
-            prefix = f"{name}/" if name else ""
+            prefix = ModelSpec.prefix(name)
             names += [prefix + m for m in type(head).task.metrics] + ([f"{name}/loss"] if name else [])
         return names
 
@@ -62,7 +62,7 @@ class Recipe:
         if wanted == "loss" or wanted.endswith("/loss"):
             return wanted, "min"
         for name, (head, _) in heads.items():
-            prefix = f"{name}/" if name else ""
+            prefix = ModelSpec.prefix(name)
             if wanted.startswith(prefix):
                 task = type(head).task
                 rest = wanted[len(prefix):]
