@@ -27,7 +27,8 @@ class BackboneFreeze(BaseFinetuning):
         self.weight_decay = recipe.optim.weight_decay
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        self.freeze(pl_module.model.backbone, train_bn=True)  # BN parameters frozen below, statistics by frozen_bn
+        # requires_grad only: BaseFinetuning.freeze would also stop BatchNorm tracking statistics, which
+        # freeze_bn=False keeps and freeze_bn=True replaces by eval mode (ZooModel.frozen_bn)
         for p in pl_module.model.backbone.parameters():
             p.requires_grad = False
         pl_module.model.frozen_bn = self.freeze_bn

@@ -92,7 +92,8 @@ def resume_recipe(out: Path, given: Recipe) -> Recipe:
         raise ZooError(f"--resume: {out} has no last.ckpt to continue from (found {existing_run(out) or 'nothing'})")
     data = read_checkpoint(last)
     stored = Recipe.from_data(migrate_checkpoint(data[CHECKPOINT_KEY], last)["recipe"])
-    old, new = dict(flatten(stored)), dict(flatten(given))
+    # both sides through the same plain-data round trip, so values compare alike (albumentations transforms)
+    old, new = dict(flatten(stored)), dict(flatten(Recipe.from_data(given.to_data())))
     changed = sorted(k for k in set(old) | set(new) if str(old.get(k)) != str(new.get(k)))
     refused = [k for k in changed if k not in RESUMABLE]
     if refused:
@@ -102,4 +103,4 @@ def resume_recipe(out: Path, given: Recipe) -> Recipe:
     if given.trainer.max_epochs < data.get("epoch", 0) + 1:
         raise ZooError(f"--resume: trainer.max_epochs={given.trainer.max_epochs} but {last} ended epoch "
                        f"{data['epoch'] + 1}; raise it to train further")
-    return stored.override(**{k: new[k] for k in changed})
+    return stored.override(**{k: dict(flatten(given))[k] for k in changed})
