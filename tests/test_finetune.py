@@ -25,6 +25,7 @@ class _Record(L.Callback):
     def __init__(self) -> None:
         self.states: list[dict[str, torch.Tensor]] = []
         self.groups: list[list[tuple[str, float]]] = []
+        self.optimized: set[str] = set()  # model parameter names in the optimizer at the first step
 
     def on_train_start(self, trainer, module) -> None:
         self.states.append(copy.deepcopy(module.model.state_dict()))
@@ -32,6 +33,9 @@ class _Record(L.Callback):
     def on_train_batch_end(self, trainer, module, *args) -> None:
         self.states.append(copy.deepcopy(module.model.state_dict()))
         self.groups.append([(g.get("name", "?"), g["lr"]) for g in trainer.optimizers[0].param_groups])
+        if len(self.groups) == 1:
+            ids = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+            self.optimized = {name for name, p in module.model.named_parameters() if id(p) in ids}
 
 
 def _fit(recipe, tmp_path, record: _Record) -> None:
@@ -168,3 +172,90 @@ def test_the_shipped_finetune_recipe_starts_from_a_detectors_backbone(tmp_path, 
                 and k.endswith("weight")]
     # frozen for 3 epochs, then trained: the backbone started from the detector's weights and moved from there
     assert backbone and any(not torch.equal(detector[k], tuned[k]) for k in backbone)
+
+
+def test_freezing_the_first_stages_keeps_them_and_their_statistics_and_trains_the_rest(folder, tmp_path):
+    from zoo.backbones import create_backbone
+
+    stages = create_backbone("resnet10t").parameter_stages()
+    record = _Record()
+    _fit(tiny_folder_recipe(folder, **{"model.backbone.freeze_stages": 2, "trainer.limit_train_batches": 3}),
+         tmp_path, record)
+    first, last = record.states[0], record.states[-1]
+    frozen_modules = {name.rpartition(".")[0] for name, stage in stages.items() if stage < 2}
+    changed = _changed(first, last, "backbone.")
+    assert changed, "the later stages train"
+    for key in changed:  # nothing inside a frozen stage moved: weights nor BatchNorm running statistics
+        assert key.removeprefix("backbone.").rpartition(".")[0] not in frozen_modules, key
+    assert any(f"backbone.{name}" in changed for name, stage in stages.items() if stage >= 2)
+    assert {"backbone", "head"} <= {name for name, _ in record.groups[0]}
+    frozen = {f"backbone.{name}" for name, stage in stages.items() if stage < 2}
+    assert frozen and not frozen & record.optimized  # frozen parameters are not in the optimizer at all
+    assert {f"backbone.{name}" for name in stages} - frozen <= record.optimized
+    from zoo.engine.run import check_model
+
+    with pytest.raises(RecipeError, match=r"model.backbone.freeze_stages: is 9 .* has 5 feature levels: 1..5"):
+        check_model(tiny_folder_recipe(folder, **{"model.backbone.freeze_stages": 9}))
+    with pytest.raises(RecipeError, match="freeze_stages.*freeze=True"):
+        tiny_folder_recipe(folder, **{"model.backbone.freeze_stages": 1, "model.backbone.freeze": True})
+
+
+@pytest.mark.parametrize("backbone", ["resnet10t", "lenet5", "torchvision/resnet18"])
+def test_layer_decay_groups_learn_at_a_geometric_series(backbone):
+    from zoo.backbones import create_backbone
+    from zoo.recipe import Optim
+
+    body = create_backbone(backbone, in_chans=3)
+    head = torch.nn.Linear(body.out_channels, 2)
+    model = torch.nn.ModuleDict({"backbone": body, "head": head})
+    optim = Optim(lr=0.1, backbone_lr_mult=0.5, layer_decay=0.7)
+    ids, layers = body.layer_ids()
+    groups = optim.param_groups(model.parameters(), backbone=body)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] == pytest.approx(0.1)
+    seen = set()
+    for g in groups:
+        if g["name"].startswith("backbone."):
+            layer = int(g["name"].removeprefix("backbone.").removesuffix("_no_decay"))
+            assert g["lr"] == pytest.approx(0.1 * 0.5 * 0.7 ** (layers - 1 - layer))
+            seen.add(layer)
+    assert seen == set(ids.values()) and len(seen) >= 3  # every layer has its group
+    params = [p for g in groups for p in g["params"]]
+    assert len(params) == len(list(model.parameters())) == len({id(p) for p in params})  # each parameter once
+    if backbone == "resnet10t":  # timm's own grouping (group_matcher), not the 5 feature levels
+        assert layers == 6
+
+
+def test_warm_up_ramps_per_step_and_the_epoch_interval_stays_available(folder, tmp_path):
+    base = {"sched.name": "cosine", "sched.warmup_epochs": 1, "optim.lr": 0.01, "trainer.max_epochs": 2,
+            "trainer.limit_train_batches": 4, "data.batch_size": 2}
+    record = _Record()
+    _fit(tiny_folder_recipe(folder, **base), tmp_path / "step", record)
+    head = [dict(g)["head"] for g in record.groups]
+    # (recorded after each step's scheduler update) a ramp from lr/100 over the first epoch's 4 steps
+    assert head[:4] == pytest.approx([0.01 * (0.01 + 0.99 * k / 4) for k in (1, 2, 3, 4)])
+    assert head[-1] < head[4]  # then the cosine decays per step
+    record = _Record()
+    _fit(tiny_folder_recipe(folder, **base, **{"sched.interval": "epoch"}), tmp_path / "epoch", record)
+    head = [dict(g)["head"] for g in record.groups]
+    # a staircase, on purpose: one lr per epoch (Lightning steps it within the epoch's last batch, before the record)
+    assert len(set(head[:3])) == 1 and len(set(head[4:7])) == 1 and head[0] != head[4], head
+    with pytest.raises(RecipeError, match="warmup_epochs: is 0.5"):
+        tiny_folder_recipe(folder, **{"sched.interval": "epoch", "sched.warmup_epochs": 0.5})
+
+
+def test_unfrozen_stages_get_layer_decayed_groups_that_follow_the_schedule(folder, tmp_path):
+    record = _Record()
+    recipe = tiny_folder_recipe(folder, **{"model.backbone.freeze_stages": 3, "model.backbone.unfreeze_at_epoch": 1,
+                                           "model.backbone.unfreeze_lr_mult": 0.5, "optim.layer_decay": 0.5,
+                                           "optim.lr": 0.02, "trainer.max_epochs": 3, "trainer.limit_train_batches": 2,
+                                           "sched.name": "cosine"})
+    _fit(recipe, tmp_path, record)
+    names_epoch0 = [name for name, _ in record.groups[0]]
+    names_epoch1 = [name for name, _ in record.groups[2]]
+    added = names_epoch1[len(names_epoch0):]
+    assert added and all(n.startswith("backbone.") for n in added)
+    assert not set(added) & set(names_epoch0) or len(names_epoch1) > len(names_epoch0)
+    lr_added_e1 = [lr for _, lr in record.groups[2][len(names_epoch0):]]
+    lr_added_e2 = [lr for _, lr in record.groups[-1][len(names_epoch0):]]
+    assert all(b < a for a, b in zip(lr_added_e1, lr_added_e2))  # the cosine schedule decays them too

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from zoo.errors import ZooError
+
 __all__ = ["FeatureInfo", "Backbone", "TappedSequential"]
 
 
@@ -57,6 +59,42 @@ class Backbone(nn.Module):
         if isinstance(feats, dict):
             feats = list(feats.values())
         return list(feats)
+
+    def parameter_stages(self) -> dict[str, int]:
+        """The feature level each parameter belongs to (names as in ``self.named_parameters()``).
+
+        Level ``i`` holds the parameters registered after level ``i - 1``'s module, up to the end of level ``i``'s
+        module (``feature_info[i].module``): the stem belongs to level 0, and parameters after the last tapped module
+        (a final norm) to the last level. Registration order is the order the maps are computed in every source
+        (timm's feature wrappers, torchvision's layer getters, the zoo's own chains).
+        """
+        order = [name for name, _ in self.body.named_modules()]
+        position = {name: i for i, name in enumerate(order)}
+        ends = []
+        for level, info in enumerate(self.feature_info):
+            name = next((c for c in (info.module, info.module.replace(".", "_"), f"model.{info.module}")
+                         if c in position), None)
+            if name is None:
+                raise ZooError(f"backbone {self.name!r}: feature level {level}'s module {info.module!r} is not among "
+                               f"its modules, so its parameters cannot be grouped by stage")
+            ends.append(max(i for i, n in enumerate(order) if n == name or n.startswith(f"{name}.")))
+        stages = {}
+        for pname, _ in self.body.named_parameters():
+            at = position[pname.rpartition(".")[0]]
+            stages[f"body.{pname}"] = next((i for i, end in enumerate(ends) if at <= end), len(ends) - 1)
+        return stages
+
+    def layer_ids(self) -> tuple[dict[str, int], int]:
+        """The layers of layer-wise learning-rate decay: ``({parameter name: layer id}, layers)``, the head being layer
+        ``layers - 1``. timm models use timm's own grouping (``group_matcher``: per block); the others, and timm
+        models without a matcher, their feature levels (``parameter_stages``)."""
+        if self.source == "timm":
+            from zoo.backbones.timm_source import timm_layer_ids
+
+            found = timm_layer_ids(self.body, self.name.removeprefix("timm/"))
+            if found is not None:
+                return {f"body.{name}": layer for name, layer in found[0].items()}, found[1]
+        return self.parameter_stages(), len(self.feature_info) + 1
 
     def extra_repr(self) -> str:
         levels = ", ".join(f"{f.channels}@/{f.stride}" for f in self.feature_info)

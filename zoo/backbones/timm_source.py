@@ -92,3 +92,35 @@ def _check_loaded(body: nn.Module, weights_file: Path, name: str) -> None:
         )
     log.info("loaded %s into timm %s: %d of %d weight tensors come from the file", weights_file, name, loaded,
              len(weights))
+
+
+def timm_layer_ids(body: nn.Module, name: str) -> tuple[dict[str, int], int] | None:
+    """timm's own layer grouping of a ``features_only`` body — ``group_matcher``, what timm's layer-wise decay uses.
+
+    Returns ``({body parameter name: layer id}, layers)``: ``layers`` counts the full model's layers, its classifier
+    the last (so the body's deepest layer is one below the head, as in timm's own fine-tuning). ``None`` when the
+    architecture has no group matcher or a parameter of the body has no counterpart in the full model.
+    """
+    import timm
+    from timm.models import group_parameters
+
+    with torch.device("meta"):
+        full = timm.create_model(name, pretrained=False)
+    if not hasattr(full, "group_matcher"):
+        return None
+    full_ids = group_parameters(full, full.group_matcher(coarse=False), reverse=True)
+    ids = {}
+    for pname, _ in body.named_parameters():
+        match = next((c for c in _full_model_names(pname) if c in full_ids), None)
+        if match is None:
+            return None
+        ids[pname] = full_ids[match]
+    return ids, max(full_ids.values()) + 1
+
+
+def _full_model_names(pname: str) -> list[str]:
+    """Where a ``features_only`` wrapper's parameter lives in the full model: the same name, under the wrapper's
+    ``model.``, or with a flattened ``stages_0`` module name split back into ``stages.0``."""
+    top, _, rest = pname.partition(".")
+    split = [f"{top[:i]}.{top[i + 1:]}.{rest}" for i, ch in enumerate(top) if ch == "_"]
+    return [pname, pname.removeprefix("model."), *split]

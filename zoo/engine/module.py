@@ -74,13 +74,15 @@ class ZooModel(nn.Module):
         else:
             self.heads = nn.ModuleDict(built)
 
-    frozen_bn = False  # set by zoo.engine.finetune.BackboneFreeze: the backbone's BatchNorm layers stay in eval mode
+    frozen_bn = False  # set by zoo.engine.finetune.BackboneFreeze: BatchNorm layers of frozen parameters stay in eval mode
 
     def train(self, mode: bool = True) -> ZooModel:
         super().train(mode)
         if mode and self.frozen_bn:  # Lightning calls train() around every validation: keep frozen BN statistics
             for m in self.backbone.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                params = list(m.parameters(recurse=False))
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad
+                                                                                         for p in params):
                     m.eval()
         return self
 
@@ -244,7 +246,9 @@ class ZooModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.recipe.optim.build(self, backbone=self.model.backbone)  # the model, learned loss weights
-        schedule = self.recipe.sched.build(optimizer, epochs=self.recipe.trainer.max_epochs,
+        epochs = self.recipe.trainer.max_epochs
+        schedule = self.recipe.sched.build(optimizer, epochs=epochs,
+                                           steps_per_epoch=-(-self.trainer.estimated_stepping_batches // epochs),
                                            monitor=f"val/{self.monitor}", mode=self.monitor_mode)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 

@@ -23,7 +23,7 @@ from zoo.data.base import DataSplits
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
-from zoo.engine.finetune import BackboneFreeze
+from zoo.engine.finetune import BackboneFreeze, frozen_parameters
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.errors import RecipeError, ZooError
@@ -110,6 +110,9 @@ def check_model(recipe: Recipe) -> ZooModel:
             raise RecipeError("model", f"a dummy batch [2, {recipe.data.channels}, {size}, {size}] does not run "
                                        f"through backbone {recipe.model.backbone.name!r} and the head(s): "
                                        f"{type(e).__name__}: {e}") from None
+        frozen_parameters(recipe, model.backbone)  # freeze_stages within the backbone's levels
+        if recipe.optim.layer_decay is not None:
+            model.backbone.layer_ids()
     return model
 
 
@@ -182,10 +185,10 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
         # a new best checkpoint, which would leave --resume an older epoch)
         ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, save_top_k=1, enable_version_counter=False,
                         auto_insert_metric_name=False),
-        LearningRateMonitor(logging_interval="epoch"),
+        LearningRateMonitor(),  # at the schedule's interval: every step, or every epoch
         RngStates(),
     ]
-    if recipe.model.backbone.freeze:
+    if recipe.model.backbone.frozen:
         callbacks.append(BackboneFreeze(recipe))
     if recipe.trainer.ema_decay is not None:
         callbacks.append(EMAWeightAveraging(decay=recipe.trainer.ema_decay))

@@ -5,6 +5,7 @@ Task parts (heads, losses) live in ``heads/``; dataset adapters in ``zoo/data``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import torch
@@ -23,15 +24,28 @@ class BackboneSpec:
     pretrained: bool | str = False  # False | True (library default, from the local cache) | weight tag | file
     in_chans: Annotated[int, Range(ge=1)] = 3  # input channels; must equal data.channels
     freeze: bool = False  # fine-tuning: train the heads only (True: a linear probe of a pretrained backbone)
-    freeze_bn: bool = True  # with freeze: the frozen backbone's BatchNorm layers stay in eval mode (running stats kept)
-    unfreeze_at_epoch: Annotated[int, Range(ge=1)] | None = None  # with freeze: train the backbone from this epoch on
-    unfreeze_lr_mult: Annotated[float, Range(gt=0)] = 0.1  # learning rate of the unfrozen backbone: lr x this
+    # fine-tuning: freeze only the first N feature levels (the stem counts to the first; `zoo backbones NAME` lists
+    # the levels). None: see freeze
+    freeze_stages: Annotated[int, Range(ge=1)] | None = None
+    freeze_bn: bool = True  # frozen parameters' BatchNorm layers stay in eval mode (their running statistics kept)
+    # with freeze or freeze_stages: train the frozen part from this epoch on (0-based, as Lightning counts)
+    unfreeze_at_epoch: Annotated[int, Range(ge=1)] | None = None
+    unfreeze_lr_mult: Annotated[float, Range(gt=0)] = 0.1  # learning rate of the unfrozen part: its lr x this
 
     def __post_init__(self) -> None:
         resolve_backbone(self.name)  # unknown names fail here, with close matches
-        if self.unfreeze_at_epoch is not None and not self.freeze:
+        if self.freeze and self.freeze_stages is not None:
+            raise RecipeError("freeze_stages", f"is {self.freeze_stages} but freeze=True already freezes every "
+                                               f"stage: set one of them")
+        if self.unfreeze_at_epoch is not None and not self.frozen:
             raise RecipeError("unfreeze_at_epoch", f"is {self.unfreeze_at_epoch} but freeze is False: nothing to "
-                                                   f"unfreeze (set freeze=True for freeze-then-unfreeze)")
+                                                   f"unfreeze (set freeze=True or freeze_stages=N for "
+                                                   f"freeze-then-unfreeze)")
+
+    @property
+    def frozen(self) -> bool:
+        """Whether training starts with some of the backbone frozen."""
+        return self.freeze or self.freeze_stages is not None
 
     def build(self) -> Backbone:
         return create_backbone(self.name, pretrained=self.pretrained, in_chans=self.in_chans)
@@ -133,20 +147,38 @@ class Optim:
     betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moment decay rates
     weight_decay: Annotated[float, Range(ge=0)] = 5e-4  # L2 penalty on weights (not on biases and norms)
     backbone_lr_mult: Annotated[float, Range(gt=0)] = 1.0  # fine-tuning: the backbone's learning rate is lr x this
+    # fine-tuning: layer-wise decay; backbone layer i of L (the head is layer L) learns at lr x decay^(L - i). Layers are
+    # timm's own grouping for timm models (per block), the feature levels otherwise. None: off
+    layer_decay: Annotated[float, Range(gt=0, le=1)] | None = None
 
-    def build(self, model: nn.Module, *, backbone: nn.Module | None = None) -> torch.optim.Optimizer:
-        """Named parameter groups — ``backbone`` / ``backbone_no_decay`` (lr x ``backbone_lr_mult``) and ``head`` /
-        ``head_no_decay`` (everything that is not the backbone) — of the trainable parameters; biases and norms get
-        no weight decay. The names are what the learning-rate monitor logs (``lr/backbone``, ``lr/head``)."""
-        in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
-        parts: dict[str, list] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
-        for p in model.parameters():
-            if p.requires_grad:
-                part = "backbone" if id(p) in in_backbone else "head"
-                parts[part if p.ndim > 1 else f"{part}_no_decay"].append(p)
-        groups = [{"params": params, "name": name, "weight_decay": 0.0 if name.endswith("no_decay") else self.weight_decay,
-                   "lr": self.lr * (self.backbone_lr_mult if name.startswith("backbone") else 1.0)}
-                  for name, params in parts.items() if params]
+    def param_groups(self, params: Iterable[nn.Parameter], *, backbone: Backbone | None,
+                     scale: float = 1.0) -> list[dict[str, Any]]:
+        """Named parameter groups of the trainable ``params``: ``head`` (everything that is not the backbone) at
+        ``lr``, ``backbone`` at ``lr x backbone_lr_mult`` — or, with ``layer_decay``, ``backbone.I`` per layer ``I``
+        at ``lr x backbone_lr_mult x layer_decay^(L - I)`` — each with a ``_no_decay`` twin for biases and norms (no
+        weight decay); every lr times ``scale``. The names are what the learning-rate monitor logs (``lr/head``)."""
+        owner = {id(p): name for name, p in backbone.named_parameters()} if backbone is not None else {}
+        layers = backbone.layer_ids() if backbone is not None and self.layer_decay is not None else None
+        groups: dict[str, dict[str, Any]] = {}
+        for p in params:
+            if not p.requires_grad:
+                continue
+            name, lr = "head", self.lr * scale
+            if id(p) in owner:
+                name, lr = "backbone", lr * self.backbone_lr_mult
+                if layers is not None:
+                    layer = layers[0][owner[id(p)]]
+                    name, lr = f"backbone.{layer}", lr * self.layer_decay ** (layers[1] - 1 - layer)
+            if p.ndim <= 1:
+                name = f"{name}_no_decay"
+            group = groups.setdefault(name, {"params": [], "name": name, "lr": lr,
+                                             "weight_decay": 0.0 if p.ndim <= 1 else self.weight_decay})
+            group["params"].append(p)
+        return list(groups.values())
+
+    def build(self, model: nn.Module, *, backbone: Backbone | None = None) -> torch.optim.Optimizer:
+        """The optimizer over ``param_groups`` of ``model``'s trainable parameters."""
+        groups = self.param_groups(model.parameters(), backbone=backbone)
         if self.name == "sgd":
             return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
@@ -156,14 +188,25 @@ class Optim:
 @spec
 class Schedule:
     name: Literal["none", "step", "cosine", "plateau"] = "cosine"  # learning-rate schedule
-    warmup_epochs: Annotated[int, Range(ge=0)] = 0  # linear warm-up from lr/100 (step and cosine)
+    # when the lr changes: after every optimizer step (warm-up is a ramp) or once per epoch (plateau: always per
+    # epoch, it reads the validation metric)
+    interval: Literal["step", "epoch"] = "step"
+    # linear warm-up from lr/100 (step and cosine); a fraction of an epoch is allowed with interval="step"
+    warmup_epochs: Annotated[float, Range(ge=0)] = 0
     step_size: Annotated[int, Range(ge=1)] = 10  # step: epochs between decays
     factor: Annotated[float, Range(gt=0, lt=1)] = 0.1  # step and plateau: lr multiplier at each decay
     patience: Annotated[int, Range(ge=0)] = 3  # plateau: epochs without improvement before a decay
     min_lr: Annotated[float, Range(ge=0)] = 0.0  # cosine and plateau: lowest lr
 
-    def build(self, optimizer: torch.optim.Optimizer, *, epochs: int, monitor: str, mode: str) -> Any:
-        """Lightning's ``lr_scheduler`` config for ``configure_optimizers``; stepped once per epoch."""
+    def __post_init__(self) -> None:
+        if self.interval == "epoch" and self.warmup_epochs != int(self.warmup_epochs):
+            raise RecipeError("sched.warmup_epochs", f"is {self.warmup_epochs}: with interval='epoch' the warm-up is "
+                                                     f"a whole number of epochs (or use interval='step')")
+
+    def build(self, optimizer: torch.optim.Optimizer, *, epochs: int, steps_per_epoch: int, monitor: str,
+              mode: str) -> dict[str, Any] | None:
+        """Lightning's ``lr_scheduler`` config for ``configure_optimizers``: torch's schedulers, counted in optimizer
+        steps (``steps_per_epoch`` of them per epoch) or in epochs, as ``interval`` says."""
         sched = torch.optim.lr_scheduler
         if self.name == "none":
             return None
@@ -171,15 +214,16 @@ class Schedule:
             s = sched.ReduceLROnPlateau(optimizer, mode=mode, factor=self.factor, patience=self.patience,
                                         min_lr=self.min_lr)
             return {"scheduler": s, "monitor": monitor, "interval": "epoch", "name": "lr"}
-        main_epochs = max(1, epochs - self.warmup_epochs)
+        per = max(1, steps_per_epoch) if self.interval == "step" else 1
+        warmup = round(self.warmup_epochs * per)
         if self.name == "step":
-            s = sched.StepLR(optimizer, step_size=self.step_size, gamma=self.factor)
+            s = sched.StepLR(optimizer, step_size=self.step_size * per, gamma=self.factor)
         else:
-            s = sched.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=self.min_lr)
-        if self.warmup_epochs:
-            warm = sched.LinearLR(optimizer, start_factor=0.01, total_iters=self.warmup_epochs)
-            s = sched.SequentialLR(optimizer, [warm, s], milestones=[self.warmup_epochs])
-        return {"scheduler": s, "interval": "epoch", "name": "lr"}  # logged as lr/<param group>
+            s = sched.CosineAnnealingLR(optimizer, T_max=max(1, epochs * per - warmup), eta_min=self.min_lr)
+        if warmup:
+            ramp = sched.LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+            s = sched.SequentialLR(optimizer, [ramp, s], milestones=[warmup])
+        return {"scheduler": s, "interval": self.interval, "name": "lr"}  # logged as lr/<param group>
 
 
 @spec
