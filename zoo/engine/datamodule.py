@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -12,7 +13,12 @@ from zoo.data.targets import SamplePreparer, collate_samples
 from zoo.errors import ZooError
 from zoo.recipe import Recipe
 
-__all__ = ["ZooDataModule", "SeededOrder"]
+__all__ = ["ZooDataModule", "SeededOrder", "ResumableLoader"]
+
+
+def lightning_limit(limit: int | float) -> int | float:
+    """Lightning's ``limit_*_batches``: an int counts batches, a float ≤ 1 is a fraction; a float above 1 counts."""
+    return limit if isinstance(limit, int) or limit <= 1 else int(limit)
 
 
 class SeededOrder(Sampler):
@@ -26,19 +32,45 @@ class SeededOrder(Sampler):
 
     def __init__(self, size: int, *, seed: int, shuffle: bool) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self._resume: tuple[int, int] | None = None  # (epoch, samples already trained in it): see resume_at
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """The next pass over ``epoch`` leaves out its first ``skip`` samples (a run resumed mid-epoch); once."""
+        self._resume = (epoch, skip)
 
     def __len__(self) -> int:
         return self.size
 
     def __iter__(self):
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
-        if not self.shuffle:
-            return iter((i, (base + i) % 2**31) for i in range(self.size))
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base % 2**63))
-        return iter((i, (base + i) % 2**31) for i in order.tolist())
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base % 2**63)).tolist()
+        else:
+            order = list(range(self.size))
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip, self._resume = self._resume[1], None
+        return iter((i, (base + i) % 2**31) for i in order[skip:])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch (a run checkpointed every N steps, ``trainer.checkpoint_every_n_steps``).
+
+    Lightning treats a loader with ``state_dict``/``load_state_dict`` as stateful: it saves the state in every
+    checkpoint and hands it back before a resumed run iterates, so the interrupted epoch goes on with the first
+    batch it had not trained on (its order and augmentation seeds are ``SeededOrder``'s, the same as before).
+    """
+
+    trained: Callable[[], int] = staticmethod(lambda: 0)  # batches trained this epoch (ZooDataModule: Lightning's count)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.trained()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
 
 
 class ZooDataModule(L.LightningDataModule):
@@ -61,7 +93,7 @@ class ZooDataModule(L.LightningDataModule):
                            f"or a non-zero data.{split}_fraction)")
         prepare = SamplePreparer(self.recipe.transform(train=train), self.recipe.target_keys())
         workers = d.num_workers
-        return DataLoader(
+        return (ResumableLoader if train else DataLoader)(
             TransformedDataset(source, prepare),
             batch_size=d.batch_size,
             sampler=SeededOrder(len(source), seed=self.recipe.seed, shuffle=train),
@@ -74,7 +106,28 @@ class ZooDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        loader = self._loader("train", train=True)
+        if self.trainer is not None:
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress
+            loader.trained = lambda: progress.current.processed
+        return loader
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per training epoch: batches (last partial one dropped, ``trainer.limit_train_batches``)
+        over ``trainer.accumulate_grad_batches``. Known without making a loader, so the learning-rate schedule is
+        built before Lightning restores a resumed run's loader state (``trainer.estimated_stepping_batches`` would
+        make the loader too early)."""
+        size, batch = len(self.splits.train), self.recipe.data.batch_size
+        batches = size // batch if size > batch else 1
+        limit = lightning_limit(self.recipe.trainer.limit_train_batches)
+        batches = min(batches, limit) if isinstance(limit, int) else max(1, int(batches * limit))
+        return max(1, -(-batches // self.recipe.trainer.accumulate_grad_batches))
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        if self.recipe.trainer.channels_last:  # the layout the weights have (zoo.engine.speed)
+            images, targets = batch
+            return images.contiguous(memory_format=torch.channels_last), targets
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

@@ -248,7 +248,7 @@ class ZooModule(L.LightningModule):
         optimizer = self.recipe.optim.build(self, backbone=self.model.backbone)  # the model, learned loss weights
         epochs = self.recipe.trainer.max_epochs
         schedule = self.recipe.sched.build(optimizer, epochs=epochs,
-                                           steps_per_epoch=-(-self.trainer.estimated_stepping_batches // epochs),
+                                           steps_per_epoch=self.trainer.datamodule.steps_per_epoch(),
                                            monitor=f"val/{self.monitor}", mode=self.monitor_mode)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 

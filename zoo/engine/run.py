@@ -22,10 +22,11 @@ from lightning.pytorch.utilities import move_data_to_device
 from zoo.data.base import DataSplits
 from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
-from zoo.engine.datamodule import ZooDataModule
+from zoo.engine.datamodule import ZooDataModule, lightning_limit
 from zoo.engine.finetune import BackboneFreeze, frozen_parameters
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
+from zoo.engine.speed import ModelSpeed
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
@@ -116,19 +117,15 @@ def check_model(recipe: Recipe) -> ZooModel:
     return model
 
 
-def _batches(limit: int | float) -> int | float:
-    """Lightning's ``limit_*_batches``: an int counts batches, a float ≤ 1 is a fraction; a float above 1 counts."""
-    return limit if isinstance(limit, int) or limit <= 1 else int(limit)
-
-
 def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any = False, **overrides: Any) -> L.Trainer:
     t = recipe.trainer
     kwargs = dict(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
-        limit_train_batches=_batches(t.limit_train_batches), limit_val_batches=_batches(t.limit_val_batches),
-        limit_test_batches=_batches(t.limit_test_batches),
+        limit_train_batches=lightning_limit(t.limit_train_batches),
+        limit_val_batches=lightning_limit(t.limit_val_batches), limit_test_batches=lightning_limit(t.limit_test_batches),
         log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, logger=logger, max_time=t.max_time,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
@@ -139,6 +136,31 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
     elif out is not None:
         kwargs["callbacks"] = [*kwargs["callbacks"], EpochLine()]
     return L.Trainer(**kwargs)
+
+
+def _loggers(recipe: Recipe, out: Path, version: str) -> list:
+    """The loggers ``trainer.loggers`` names, writing under ``out`` only (nothing that needs a network)."""
+    made = []
+    for name in recipe.trainer.loggers:
+        if name == "csv":
+            made.append(CSVLogger(out, name="logs", version=version))
+        elif name == "tensorboard":
+            made.append(TensorBoardLogger(out, name="logs", version=""))
+        else:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            made.append(MLFlowLogger(experiment_name=recipe.name or "zoo", run_name=out.name,
+                                     tracking_uri=(out / "mlruns").resolve().as_uri()))
+    return made
+
+
+def _check_loggers(recipe: Recipe) -> None:
+    if "mlflow" in recipe.trainer.loggers:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise RecipeError("trainer.loggers", "names 'mlflow' but the mlflow package is not installed: "
+                                                 "pip install mlflow-skinny (or drop 'mlflow')")
 
 
 def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
@@ -160,6 +182,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
         raise ZooError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it from its "
                        f"last.ckpt, or --overwrite to remove it and start again (or choose another --out)")
     check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
+    _check_loggers(recipe)
     if overwrite and found:
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +210,12 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
                         auto_insert_metric_name=False),
         LearningRateMonitor(),  # at the schedule's interval: every step, or every epoch
         RngStates(),
+        ModelSpeed(recipe),
     ]
+    if recipe.trainer.checkpoint_every_n_steps:  # last.ckpt mid-epoch too (the epoch-end one above stays)
+        callbacks.append(ModelCheckpoint(dirpath=out, filename="last", save_top_k=1, enable_version_counter=False,
+                                         every_n_train_steps=recipe.trainer.checkpoint_every_n_steps,
+                                         auto_insert_metric_name=False))
     if recipe.model.backbone.frozen:
         callbacks.append(BackboneFreeze(recipe))
     if recipe.trainer.ema_decay is not None:
@@ -197,11 +225,9 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     # A resumed run's CSV rows go to logs/resumed_<n>/ (Lightning's CSV writer would replace the earlier rows);
     # TensorBoard appends another event file to logs/.
     version = f"resumed_{len(list((out / 'logs').glob('resumed_*'))) + 1}" if resume else ""
-    loggers = [CSVLogger(out, name="logs", version=version), TensorBoardLogger(out, name="logs", version="")]
+    loggers = _loggers(recipe, out, version)
     # An epoch shorter than log_every_n_steps would never log train/loss: log at least once per epoch.
-    limit = _batches(recipe.trainer.limit_train_batches)
-    steps = len(splits.train) // recipe.data.batch_size or 1
-    steps = min(steps, limit) if isinstance(limit, int) else max(1, int(steps * limit))
+    steps = datamodule.steps_per_epoch()
     trainer = _trainer(recipe, out, callbacks, logger=loggers,
                        log_every_n_steps=max(1, min(recipe.trainer.log_every_n_steps, steps)))
     trainer.fit(module, datamodule=datamodule, ckpt_path=out / "last.ckpt" if resume else None)

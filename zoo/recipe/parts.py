@@ -248,6 +248,18 @@ class Trainer:
     # validation metric that picks best.ckpt, early-stops and drives plateau schedules, as named in metrics.json
     # without "val/" ("top1"; "det/map50" for named heads; "loss"). None: the (first) head's task default
     monitor: str | None = None
+    accumulate_grad_batches: Annotated[int, Range(ge=1)] = 1  # one optimizer step per N batches (N x the batch)
+    compile: bool = False  # torch.compile backbone and heads before training (GPU: faster steps after a warm-up)
+    channels_last: bool = False  # NHWC memory layout of weights and input batches (faster convolutions on GPUs)
+    # where metrics are logged, all under OUT/: "csv" (logs/metrics.csv), "tensorboard" (logs/), "mlflow" (a local
+    # file store, OUT/mlruns; needs the mlflow package)
+    loggers: tuple[Literal["csv", "tensorboard", "mlflow"], ...] = ("csv", "tensorboard")
+    # also write last.ckpt every N optimizer steps, so a long epoch can resume mid-way. None: after every epoch only
+    checkpoint_every_n_steps: Annotated[int, Range(ge=1)] | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.loggers)) != len(self.loggers):
+            raise RecipeError("trainer.loggers", f"names a logger twice: {self.loggers}")
 
 
 class SamplePipeline:
