@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -149,6 +150,8 @@ def _loggers(recipe: Recipe, out: Path, version: str) -> list:
         else:
             from lightning.pytorch.loggers import MLFlowLogger
 
+            # a folder store needs no server or database; MLflow 3 asks for this opt-in to keep writing one
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             made.append(MLFlowLogger(experiment_name=recipe.name or "zoo", run_name=out.name,
                                      tracking_uri=(out / "mlruns").resolve().as_uri()))
     return made
