@@ -290,7 +290,7 @@ class TransformerCaptioner:
     heads: Annotated[int, Range(ge=1)] = 8  # attention heads
     layers: Annotated[int, Range(ge=1)] = 3  # decoder layers
     ffn: Annotated[int, Range(ge=1)] = 1024  # MLP width inside each layer
-    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.1  # in attention and MLP of every decoder layer
     max_length: Annotated[int, Range(ge=1)] = 20  # words generated at most
     beam_size: Annotated[int, Range(ge=1)] = 3  # 1: greedy decoding
     length_penalty: Annotated[float, Range(ge=0)] = 0.0  # final beam score = log-prob / length ** length_penalty

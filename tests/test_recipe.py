@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import albumentations as A
 import pytest
@@ -147,3 +149,18 @@ def test_folder_recipe_fails_before_reading_without_root(tmp_path):
         r.data.preflight()
     with pytest.raises(RecipeError, match="does not exist"):
         r.override(f"data.root={tmp_path}/nope").data.preflight()
+
+
+def test_zoo_check_lists_every_field_of_every_shipped_recipe_with_its_comment():
+    from zoo.recipe import load_recipe
+
+    for path in sorted(p for p in Path("recipes").glob("*.py") if p.name != "__init__.py"):
+        recipe = load_recipe(path)
+        lines = recipe.listing(comments=True).splitlines()
+        assert len(lines) == len(recipe.listing().splitlines())
+        # the names of named heads are dict keys, not fields: they have no comment of their own
+        bare = [line for line in lines if "  # " not in line and not re.match(r"(model|loss)\.heads\.\w+ +:", line)]
+        assert not bare, f"{path}: fields without a comment: {bare}"
+    listing = load_recipe("recipes/finetune_shapes_classifier.py").listing(comments=True)
+    assert any(line.startswith("model.backbone.freeze ") and "# fine-tuning: train the heads only" in line
+               for line in listing.splitlines())

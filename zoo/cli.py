@@ -119,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     recipe.data.preflight()
     model = check_model(recipe)
-    print(recipe.listing())
+    print(recipe.listing(comments=True))
     heads = ", ".join(f"{name or 'head'} ({type(spec).task.name})" for name, (spec, _) in recipe.heads().items())
     params = sum(p.numel() for p in model.parameters())
     monitor, mode = recipe.monitor()

@@ -174,7 +174,7 @@ class ShapesDetectionData(ImageData):
     min_objects: Annotated[int, Range(ge=1)] = 1  # objects per image: min_objects..max_objects
     max_objects: Annotated[int, Range(ge=1)] = 4  # 1: the single-object set, for localization
     min_size: Annotated[int, Range(ge=3)] = 10  # object side range in pixels (varied sizes)
-    max_size: Annotated[int, Range(ge=3)] = 32
+    max_size: Annotated[int, Range(ge=3)] = 32  # largest object side in pixels
     shapes_seed: int = 0  # seeds the renderer: the same settings give the same files
     image_size: Annotated[int, Range(ge=8)] = 64  # model input side (images are resized to it)
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)

@@ -65,7 +65,7 @@ class ShapesConfig:
     min_objects: int = 1  # objects per image, drawn uniformly from min_objects..max_objects
     max_objects: int = 1  # 1 -> one object per image (classification/localization); >1 -> detection
     min_size: int = 12  # object size (bounding-box side) range in pixels, inclusive
-    max_size: int = 32
+    max_size: int = 32  # largest object side in pixels
     seed: int = 0  # seed of numpy.random.default_rng; everything random comes from it
     background_noise: float = 8.0  # std of gaussian pixel noise added to a dark-grey background
 

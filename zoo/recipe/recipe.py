@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from zoo.errors import RecipeError, ZooError
+from zoo.recipe.comments import field_comments
 from zoo.recipe.parts import Augment, ModelSpec, Optim, Schedule, Trainer
 from zoo.recipe.spec import Range, spec
 from zoo.recipe.tree import apply_overrides, flatten, from_data, to_data
@@ -21,9 +22,9 @@ class Recipe:
     model: ModelSpec  # backbone | head, or backbone | {name: head}
     loss: Any  # a loss spec from heads/ matching the head's task; Losses(heads={name: loss}) for named heads
     aug: Augment = Augment()  # albumentations pipelines
-    optim: Optim = Optim()
-    sched: Schedule = Schedule()
-    trainer: Trainer = Trainer()
+    optim: Optim = Optim()  # optimizer, learning rates, weight decay, fine-tuning parameter groups
+    sched: Schedule = Schedule()  # learning-rate schedule and warm-up
+    trainer: Trainer = Trainer()  # Lightning trainer: devices, precision, epochs, checkpoints, logging, EMA
     seed: Annotated[int, Range(ge=0)] = 0  # seeds python, numpy, torch and the data splits
     name: str = "run"  # names the default run folder runs/<name>
 
@@ -122,12 +123,17 @@ class Recipe:
         """A copy with ``"dotted.path=value"`` strings (or ``**{"dotted.path": value}``) applied."""
         return apply_overrides(apply_overrides(self, list(overrides)), values)
 
-    def listing(self) -> str:
-        """Every field as ``dotted.path = value``, one per line: the keys ``override`` accepts."""
+    def listing(self, *, comments: bool = False) -> str:
+        """Every field as ``dotted.path = value``, one per line: the keys ``override`` accepts; with ``comments``,
+        each followed by its field's comment from the spec's source (what ``zoo check`` prints)."""
         rows = flatten(self)
         width = max(len(p) for p, _ in rows)
-        return "\n".join(f"{p:<{width}} = {v!r}" if not str(v).startswith("<") else f"{p:<{width}} : {v}"
-                         for p, v in rows)
+        lines = [f"{p:<{width}} = {v!r}" if not str(v).startswith("<") else f"{p:<{width}} : {v}" for p, v in rows]
+        if not comments:
+            return "\n".join(lines)
+        column = min(max(map(len, lines)), width + 30) + 2
+        notes = [_comment(self, path) for path, _ in rows]
+        return "\n".join(f"{line:<{column - 2}}  # {note}" if note else line for line, note in zip(lines, notes))
 
     def to_data(self) -> dict:
         return to_data(self)
@@ -140,6 +146,15 @@ class Recipe:
         if not isinstance(recipe, Recipe):
             raise RecipeError("recipe", f"saved data describes a {type(recipe).__name__}, not a Recipe")
         return recipe
+
+
+def _comment(root: Any, path: str) -> str:
+    """The comment of the field at ``path`` in its spec class (``""`` for keys of a dict and unknown fields)."""
+    *parents, name = path.split(".")
+    node = root
+    for part in parents:
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return "" if isinstance(node, dict) else field_comments(type(node)).get(name, "")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
