@@ -111,6 +111,27 @@ def cmd_backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from zoo.engine.tune import find_batch_size, find_lr
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out or f"runs/tune_{recipe.name}")
+    if args.what == "lr":
+        result = find_lr(recipe, out, min_lr=args.min_lr, max_lr=args.max_lr, steps=args.steps)
+        if result["suggestion"] is None:
+            print(f"no suggestion: the loss curve has {result['steps']} points (too few, or it diverged at once); "
+                  f"try more --steps or a lower --max-lr")
+        else:
+            print(f"suggested optim.lr={result['suggestion']:.3g} (the recipe has {result['recipe_lr']:g})")
+        print(f"plot: {out / 'lr_find.png'}; curve: {out / 'lr_find.json'}")
+    else:
+        size = find_batch_size(recipe, out, max_trials=args.max_trials)
+        print(f"largest data.batch_size that fits: {size} (the recipe has {recipe.data.batch_size}); scale optim.lr "
+              f"with it (linear scaling rule) if you change it")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from zoo.recipe import load_recipe
 
@@ -267,6 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a backbone name: load weights, as model.backbone.pretrained takes them (no value: the "
                         "library's default weights; a timm/torchvision tag; a local file). Default: untrained")
     p.set_defaults(fn=cmd_viz)
+
+    p = sub.add_parser("tune", help="find a learning rate (range test) or the largest batch that fits the GPU",
+                       description="lr: Lightning's learning-rate range test on RECIPE (training steps with a rising "
+                                   "learning rate; the model is restored afterwards), printing a suggested optim.lr "
+                                   "and writing lr_find.png and lr_find.json to --out. batch: the largest "
+                                   "data.batch_size whose training step fits in GPU memory (needs a CUDA GPU).")
+    p.add_argument("what", choices=("lr", "batch"), help="lr: learning-rate finder; batch: batch-size finder")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
+    p.add_argument("--out", metavar="DIR", help="folder for lr_find.png / lr_find.json (default runs/tune_<name>)")
+    p.add_argument("--steps", type=int, default=100, help="lr: training steps of the range test (default 100)")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="lr: first learning rate (default 1e-6)")
+    p.add_argument("--max-lr", type=float, default=1.0, help="lr: last learning rate (default 1)")
+    p.add_argument("--max-trials", type=int, default=12, help="batch: doublings tried at most (default 12)")
+    p.set_defaults(fn=cmd_tune)
 
     p = sub.add_parser("check", help="validate a recipe and print every resolved field, without training",
                        description="Validate RECIPE with overrides (names, types, ranges, agreement between parts, the "

@@ -112,6 +112,15 @@ class ZooDataModule(L.LightningDataModule):
             loader.trained = lambda: progress.current.processed
         return loader
 
+    @property
+    def batch_size(self) -> int:
+        """``data.batch_size``; settable, as Lightning's batch-size finder does (``zoo tune batch``)."""
+        return self.recipe.data.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.recipe = self.recipe.override(**{"data.batch_size": int(value)})
+
     def steps_per_epoch(self) -> int:
         """Optimizer steps per training epoch: batches (last partial one dropped, ``trainer.limit_train_batches``)
         over ``trainer.accumulate_grad_batches``. Known without making a loader, so the learning-rate schedule is
