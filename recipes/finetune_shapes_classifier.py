@@ -8,9 +8,11 @@ The source: the ResNet-10-T of a shapes detector (``recipes/detect_shapes_yolo.p
 The target: 150 shapes images rendered from another seed with one object each (the image-folder view: circle,
 square, triangle), split 105 / 22 / 23. ``model.weights`` loads the detector's backbone (its detection head is left
 out and reported, the classifier is new); the backbone is frozen for the first 3 epochs (a linear probe; its
-BatchNorm statistics kept), then trained at a tenth of the learning rate; an EMA of the weights is what validation,
-``best.ckpt`` and ``zoo eval`` use; mixup softens the few labels. ``model.weights=None model.backbone.freeze=False
-model.backbone.unfreeze_at_epoch=None`` is the from-scratch baseline (docs/benchmarks.md, Fine-tuning).
+BatchNorm statistics kept), then trained at a tenth of the learning rate with layer-wise decay (each of timm's
+layers of the backbone at 0.7x the rate of the one above it, the stem slowest); an EMA of the weights is what
+validation, ``best.ckpt`` and ``zoo eval`` use; mixup softens the few labels.
+``model.weights=None model.backbone.freeze=False model.backbone.unfreeze_at_epoch=None`` is the from-scratch
+baseline; ``tools/bench_finetune.py`` runs every strategy (docs/benchmarks.md, Fine-tuning).
 """
 
 import albumentations as A
@@ -30,7 +32,7 @@ recipe = Recipe(
     ),
     loss=CrossEntropy(label_smoothing=0.1, mixup_alpha=0.2),
     aug=Augment(train=(A.HorizontalFlip(p=0.5),)),
-    optim=Optim(name="adamw", lr=3e-3, weight_decay=0.01, backbone_lr_mult=1.0),
+    optim=Optim(name="adamw", lr=3e-3, weight_decay=0.01, backbone_lr_mult=1.0, layer_decay=0.7),
     sched=Schedule(name="cosine", warmup_epochs=0),
     trainer=Trainer(max_epochs=10, ema_decay=0.9, monitor="top1"),
 )

@@ -57,14 +57,14 @@ class SeededOrder(Sampler):
 
 
 class ResumableLoader(DataLoader):
-    """The training loader, resumable mid-epoch (a run checkpointed every N steps, ``trainer.checkpoint_every_n_steps``).
+    """The training loader, resumable mid-epoch (a run checkpointed every ``trainer.checkpoint_every_n_steps``).
 
     Lightning treats a loader with ``state_dict``/``load_state_dict`` as stateful: it saves the state in every
     checkpoint and hands it back before a resumed run iterates, so the interrupted epoch goes on with the first
     batch it had not trained on (its order and augmentation seeds are ``SeededOrder``'s, the same as before).
     """
 
-    trained: Callable[[], int] = staticmethod(lambda: 0)  # batches trained this epoch (ZooDataModule: Lightning's count)
+    trained: Callable[[], int] = staticmethod(lambda: 0)  # batches trained this epoch (Lightning's count)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "batches": self.trained()}

@@ -74,7 +74,7 @@ class ZooModel(nn.Module):
         else:
             self.heads = nn.ModuleDict(built)
 
-    frozen_bn = False  # set by zoo.engine.finetune.BackboneFreeze: BatchNorm layers of frozen parameters stay in eval mode
+    frozen_bn = False  # set by zoo.engine.finetune.BackboneFreeze: BatchNorm of frozen parameters stays in eval mode
 
     def train(self, mode: bool = True) -> ZooModel:
         super().train(mode)

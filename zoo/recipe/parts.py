@@ -24,8 +24,8 @@ class BackboneSpec:
     pretrained: bool | str = False  # False | True (library default, from the local cache) | weight tag | file
     in_chans: Annotated[int, Range(ge=1)] = 3  # input channels; must equal data.channels
     freeze: bool = False  # fine-tuning: train the heads only (True: a linear probe of a pretrained backbone)
-    # fine-tuning: freeze only the first N feature levels (the stem counts to the first; `zoo backbones NAME` lists
-    # the levels). None: see freeze
+    # fine-tuning: freeze only the first N feature levels (the stem counts to the first; `zoo backbones NAME
+    # --features` lists the levels). None: see freeze
     freeze_stages: Annotated[int, Range(ge=1)] | None = None
     freeze_bn: bool = True  # frozen parameters' BatchNorm layers stay in eval mode (their running statistics kept)
     # with freeze or freeze_stages: train the frozen part from this epoch on (0-based, as Lightning counts)
@@ -147,8 +147,8 @@ class Optim:
     betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moment decay rates
     weight_decay: Annotated[float, Range(ge=0)] = 5e-4  # L2 penalty on weights (not on biases and norms)
     backbone_lr_mult: Annotated[float, Range(gt=0)] = 1.0  # fine-tuning: the backbone's learning rate is lr x this
-    # fine-tuning: layer-wise decay; backbone layer i of L (the head is layer L) learns at lr x decay^(L - i). Layers are
-    # timm's own grouping for timm models (per block), the feature levels otherwise. None: off
+    # fine-tuning: layer-wise decay; backbone layer i of L (the head is layer L) learns at lr x decay^(L - i).
+    # Layers are timm's own grouping for timm models (per block), the feature levels otherwise. None: off
     layer_decay: Annotated[float, Range(gt=0, le=1)] | None = None
 
     def param_groups(self, params: Iterable[nn.Parameter], *, backbone: Backbone | None,
