@@ -213,6 +213,8 @@ def _words(tokens: torch.Tensor, vocabulary: Sequence[str]) -> list[list[str]]:
 class CaptionMetrics(nn.Module):
     """``bleu1``..``bleu4`` and ``cider`` (CIDEr-D) of the decoded captions against every reference caption."""
 
+    gathered = ("candidates", "references")  # joined across ranks before compute (zoo.engine.module)
+
     def __init__(self, classes: Sequence[str], decode: Callable[[dict], torch.Tensor]) -> None:
         super().__init__()
         self.vocabulary, self.decode = list(classes), decode

@@ -101,6 +101,8 @@ class DetectionMetrics(nn.Module):
     give AP 0.
     """
 
+    gathered = ("_truth", "_found")  # joined across ranks before compute (zoo.engine.module)
+
     def __init__(self, classes: Sequence[str]) -> None:
         super().__init__()
         self.classes = list(classes)

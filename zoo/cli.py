@@ -28,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out or f"runs/{recipe.name}")
     metrics = train(recipe, out, resume=args.resume, overwrite=args.overwrite)
+    if not metrics:  # another rank of a data-parallel run: the main process reports
+        return 0
     print(f"test metrics of {out / 'best.ckpt'}:")
     _print_metrics(metrics)
     print(f"run folder: {out}")

@@ -22,16 +22,19 @@ def lightning_limit(limit: int | float) -> int | float:
 
 
 class SeededOrder(Sampler):
-    """Sample order and augmentation seeds that depend only on ``(seed, epoch, index)``.
+    """Sample order and augmentation seeds that depend only on ``(seed, epoch, index)``, sharded across ranks.
 
     Yields ``(index, sample seed)``; the order of epoch ``e`` is a permutation drawn from a generator seeded with
     ``(seed, e)`` (the identity when not shuffling). Lightning calls ``set_epoch`` before every epoch, so a run
     resumed at epoch ``e`` sees exactly the batches and augmentations the uninterrupted run saw, whatever the number
-    of worker processes.
+    of worker processes. Under data parallelism rank ``r`` of ``w`` takes every ``w``-th sample of that order from
+    the ``r``-th: training pads the order to a multiple of ``w`` (every rank steps equally often), evaluation does
+    not (every sample counted once, so metrics equal a single process's).
     """
 
-    def __init__(self, size: int, *, seed: int, shuffle: bool) -> None:
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.rank, self.world = rank, world
         self._resume: tuple[int, int] | None = None  # (epoch, samples already trained in it): see resume_at
 
     def set_epoch(self, epoch: int) -> None:
@@ -41,8 +44,13 @@ class SeededOrder(Sampler):
         """The next pass over ``epoch`` leaves out its first ``skip`` samples (a run resumed mid-epoch); once."""
         self._resume = (epoch, skip)
 
+    def _padded(self) -> bool:
+        return self.shuffle and self.world > 1
+
     def __len__(self) -> int:
-        return self.size
+        if self._padded():
+            return -(-self.size // self.world)
+        return len(range(self.rank, self.size, self.world))
 
     def __iter__(self):
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
@@ -50,6 +58,9 @@ class SeededOrder(Sampler):
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base % 2**63)).tolist()
         else:
             order = list(range(self.size))
+        if self._padded():
+            order += order[:len(self) * self.world - self.size]
+        order = order[self.rank::self.world]
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             skip, self._resume = self._resume[1], None
@@ -93,11 +104,15 @@ class ZooDataModule(L.LightningDataModule):
                            f"or a non-zero data.{split}_fraction)")
         prepare = SamplePreparer(self.recipe.transform(train=train), self.recipe.target_keys())
         workers = d.num_workers
+        # Ranks shard the data here, not through Lightning's DistributedSampler (which pads evaluation splits with
+        # repeated samples and hides SeededOrder's epoch); the trainer runs with use_distributed_sampler=False.
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        order = SeededOrder(len(source), seed=self.recipe.seed, shuffle=train, rank=rank, world=world)
         return (ResumableLoader if train else DataLoader)(
             TransformedDataset(source, prepare),
             batch_size=d.batch_size,
-            sampler=SeededOrder(len(source), seed=self.recipe.seed, shuffle=train),
-            drop_last=train and len(source) > d.batch_size,  # no tiny last batch upsetting BatchNorm
+            sampler=order,
+            drop_last=train and len(order) > d.batch_size,  # no tiny last batch upsetting BatchNorm
             num_workers=workers,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
@@ -126,7 +141,8 @@ class ZooDataModule(L.LightningDataModule):
         over ``trainer.accumulate_grad_batches``. Known without making a loader, so the learning-rate schedule is
         built before Lightning restores a resumed run's loader state (``trainer.estimated_stepping_batches`` would
         make the loader too early)."""
-        size, batch = len(self.splits.train), self.recipe.data.batch_size
+        world = self.trainer.world_size if self.trainer is not None else 1
+        size, batch = -(-len(self.splits.train) // world), self.recipe.data.batch_size  # this rank's share
         batches = size // batch if size > batch else 1
         limit = lightning_limit(self.recipe.trainer.limit_train_batches)
         batches = min(batches, limit) if isinstance(limit, int) else max(1, int(batches * limit))

@@ -120,6 +120,23 @@ class ZooModel(nn.Module):
         return outputs[""] if self.single else outputs
 
 
+def _gather_lists(metrics: nn.Module) -> None:
+    """Joins, in every rank, the per-sample lists a task's metrics keep in Python (the attributes their class names
+    in ``gathered``: decoded detections, captions), so ``compute`` sees the whole split in the order one process
+    would (rank r evaluates samples r, r + w, r + 2w, ...: ``SeededOrder``), ties between equal scores included;
+    the torchmetrics inside them synchronise themselves."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    for attr in getattr(metrics, "gathered", ()):
+        parts: list = [None] * world
+        dist.all_gather_object(parts, getattr(metrics, attr))
+        joined = [None] * sum(map(len, parts))
+        for rank, part in enumerate(parts):
+            joined[rank::world] = part
+        setattr(metrics, attr, joined)
+
+
 class ZooModule(L.LightningModule):
     """Trains and evaluates any (backbone, heads, losses, metrics) combination a recipe describes.
 
@@ -228,6 +245,8 @@ class ZooModule(L.LightningModule):
         values: dict[str, float] = {}
         for name in self.contexts:
             m = metrics[_key(name)]
+            if self.trainer.world_size > 1:
+                _gather_lists(m)
             values.update({f"{ModelSpec.prefix(name)}{k}": v for k, v in m.compute().items()})
             m.reset()
         self.last_metrics = values
@@ -244,11 +263,18 @@ class ZooModule(L.LightningModule):
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(images)
 
+    def _steps_per_epoch(self) -> int:
+        """The optimizer steps of a training epoch (1 outside a fit: a schedule counted in epochs, then)."""
+        trainer = self._trainer
+        if trainer is None or getattr(trainer, "datamodule", None) is None:
+            return 1
+        return trainer.datamodule.steps_per_epoch()
+
     def configure_optimizers(self) -> Any:
         optimizer = self.recipe.optim.build(self, backbone=self.model.backbone)  # the model, learned loss weights
         epochs = self.recipe.trainer.max_epochs
         schedule = self.recipe.sched.build(optimizer, epochs=epochs,
-                                           steps_per_epoch=self.trainer.datamodule.steps_per_epoch(),
+                                           steps_per_epoch=self._steps_per_epoch(),
                                            monitor=f"val/{self.monitor}", mode=self.monitor_mode)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 

@@ -33,7 +33,7 @@ from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
 from zoo.task import Geometry
 
-__all__ = ["train", "evaluate", "predict", "check_model", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
+__all__ = ["train", "evaluate", "is_main_process", "predict", "check_model", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
            "decode_outputs", "draw_prediction", "save_prediction_grid"]
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class EpochLine(L.Callback):
     """
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         if module.model.single:
             shown = {k: float(v) for k, v in trainer.callback_metrics.items()
                      if k.startswith(("train/", "val/")) and k.count("/") == 1}
@@ -122,6 +124,7 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
     t = recipe.trainer
     kwargs = dict(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        num_nodes=t.num_nodes,
         precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
         limit_train_batches=lightning_limit(t.limit_train_batches),
         limit_val_batches=lightning_limit(t.limit_val_batches),
@@ -130,6 +133,7 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
         accumulate_grad_batches=t.accumulate_grad_batches,
         default_root_dir=str(out) if out else None, plugins=[AtomicCheckpointIO()],
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        use_distributed_sampler=False,  # ZooDataModule shards by rank itself (SeededOrder)
     )
     kwargs["enable_progress_bar"] = sys.stderr.isatty()
     kwargs.update(overrides)
@@ -138,6 +142,18 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
     elif out is not None:
         kwargs["callbacks"] = [*kwargs["callbacks"], EpochLine()]
     return L.Trainer(**kwargs)
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of its run, as the launcher's environment says before any process group
+    exists: ``RANK`` (torchrun), ``SLURM_PROCID``, or ``LOCAL_RANK`` and ``NODE_RANK`` (Lightning's DDP launcher
+    starts the other ranks with them set). A plain process is the main one."""
+    env = os.environ
+    if "RANK" in env:
+        return env["RANK"] == "0"
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and env["SLURM_NTASKS"] != "1":
+        return env["SLURM_PROCID"] == "0"
+    return env.get("LOCAL_RANK", "0") == "0" and env.get("NODE_RANK", "0") == "0"
 
 
 def _loggers(recipe: Recipe, out: Path, version: str) -> list:
@@ -179,7 +195,10 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     out = Path(out)
     if resume and overwrite:
         raise ZooError("--resume continues the run in the folder, --overwrite replaces it: choose one")
-    found = existing_run(out)
+    # Under data parallelism every process runs this function; the other ranks start (Lightning's launcher) or run
+    # (torchrun, SLURM) beside the main one, so only the main process guards and writes the run folder.
+    main = is_main_process()
+    found = existing_run(out) if main else []
     if resume:
         recipe = resume_recipe(out, recipe)
     elif found and not overwrite:
@@ -190,16 +209,18 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     if overwrite and found:
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
-    (out / "recipe.txt").write_text(recipe.listing() + "\n")
+    if main:
+        (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
+        (out / "recipe.txt").write_text(recipe.listing() + "\n")
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = prepare_data(recipe)
-    (out / "data.json").write_text(json.dumps({
-        "classes": {k: list(v) for k, v in splits.classes.items()},
-        "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
-        "skipped": [[str(p), r] for p, r in splits.skipped],
-    }, indent=1))
-    if splits.skipped:
+    if main:
+        (out / "data.json").write_text(json.dumps({
+            "classes": {k: list(v) for k, v in splits.classes.items()},
+            "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
+            "skipped": [[str(p), r] for p, r in splits.skipped],
+        }, indent=1))
+    if splits.skipped and main:
         print(f"skipped {len(splits.skipped)} undecodable image(s); listed in {out / 'data.json'}")
     datamodule = ZooDataModule(recipe, splits)
     module = ZooModule(recipe, splits.classes)
@@ -235,6 +256,12 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     trainer = _trainer(recipe, out, callbacks, logger=loggers,
                        log_every_n_steps=max(1, min(recipe.trainer.log_every_n_steps, steps)))
     trainer.fit(module, datamodule=datamodule, ckpt_path=out / "last.ckpt" if resume else None)
+    if trainer.world_size > 1:  # the test pass runs once, in the main process, on the whole split
+        trainer.strategy.barrier("fit done")
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if not trainer.is_global_zero:
+            return {}
     best = out / "best.ckpt"
     metrics = evaluate(best, split="test", out=out, splits=splits)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -271,7 +298,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
             raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
                            f"now has {list(splits.classes.get(key, ()))[:10]}")
     loader = ZooDataModule(module.recipe, splits).split_loader(split)
-    trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, strategy="auto")
+    trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, num_nodes=1, strategy="auto")
     trainer.test(module, dataloaders=loader, verbose=False)
     metrics = dict(module.last_metrics)
     if out is not None:

@@ -35,7 +35,7 @@ def _setup(recipe: Recipe, out: Path) -> tuple[L.Trainer, ZooModule, ZooDataModu
     module, datamodule = ZooModule(recipe, splits.classes), ZooDataModule(recipe, splits)
     out.mkdir(parents=True, exist_ok=True)
     # the search's temporary checkpoint goes to `out`; a single device (the Tuner does not search across ranks)
-    trainer = _trainer(recipe, out, [], enable_progress_bar=False, devices=1, strategy="auto",
+    trainer = _trainer(recipe, out, [], enable_progress_bar=False, devices=1, num_nodes=1, strategy="auto",
                        limit_val_batches=0, enable_checkpointing=False)
     return trainer, module, datamodule
 

@@ -232,6 +232,7 @@ class Trainer:
     accelerator: str = "auto"  # Lightning accelerator: auto (GPU when present) | cpu | gpu | mps
     devices: int | str = "auto"  # Lightning devices: a count, "auto", or a list string like "0,1"
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
+    num_nodes: Annotated[int, Range(ge=1)] = 1  # machines of a multi-node run (torchrun or SLURM starts the processes)
     precision: str = "32-true"  # Lightning precision: 32-true | 16-mixed | bf16-mixed
     deterministic: bool = False  # torch deterministic algorithms (slower; bit-reproducible reruns)
     gradient_clip_val: Annotated[float, Range(ge=0)] | None = None  # clip gradient norm
