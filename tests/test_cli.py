@@ -75,3 +75,16 @@ def test_train_eval_predict(tmp_path, capsys):
     assert preds[0]["image"].endswith("x.png") and len(preds[0]["top_k"]) == 2
     assert main(["predict", str(out / "best.ckpt"), str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_overrides_after_options_and_version(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("zoo ")
+    out = tmp_path / "run"
+    assert main(["train", "recipes/classify_digits_lenet5.py", "--out", str(out), "trainer.max_epochs=1",
+                 "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                 "trainer.accelerator=cpu", "optim.lr=0.02"]) == 0
+    assert json.loads((out / "recipe.json").read_text())["optim"]["lr"] == 0.02  # taken, not dropped
+    with pytest.raises(SystemExit):
+        main(["train", "recipes/classify_digits_lenet5.py", "--out", str(out), "--bogus"])

@@ -119,3 +119,15 @@ def test_augmented_batches_do_not_depend_on_worker_processes():
         batches.append(next(iter(loader)))
     (x0, t0), (x2, t2) = batches
     assert torch.equal(x0, x2) and torch.equal(t0["label"].value, t2["label"].value)
+
+
+def test_a_run_that_fails_on_its_data_leaves_the_earlier_run_in_place(tmp_path):
+    from tests.conftest import tiny_folder_recipe, write_class_folders
+
+    folder = write_class_folders(tmp_path / "classes", {"a": 6, "b": 6}, size=16)
+    train(tiny_folder_recipe(folder), tmp_path / "run")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in ("recipe.json", "data.json", "best.ckpt")}
+    broken = tiny_folder_recipe(tmp_path / "no_such_folder")
+    with pytest.raises(ZooError):
+        train(broken, tmp_path / "run", overwrite=True)
+    assert {name: (tmp_path / "run" / name).read_bytes() for name in before} == before

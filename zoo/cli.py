@@ -174,8 +174,18 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zoo")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"zoo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a recipe; writes best.ckpt, last.ckpt, metrics.json, logs",
@@ -319,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "predict" and all("=" in a and not a.startswith("-") for a in extra):
-        args.inputs += extra  # overrides written after --out
+    # dotted.path=value overrides written after options (zoo train R --out D a.b=1) join the others
+    takes = "inputs" if args.command == "predict" else "overrides" if hasattr(args, "overrides") else None
+    if extra and takes and all("=" in a and not a.startswith("-") for a in extra):
+        setattr(args, takes, [*(getattr(args, takes) or []), *extra])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")

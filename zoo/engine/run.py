@@ -206,15 +206,14 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
                        f"last.ckpt, or --overwrite to remove it and start again (or choose another --out)")
     check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
     _check_loggers(recipe)
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    splits = prepare_data(recipe)  # the data's checks too, before anything of an earlier run is removed or replaced
     if overwrite and found:
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     if main:
         (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
         (out / "recipe.txt").write_text(recipe.listing() + "\n")
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    splits = prepare_data(recipe)
-    if main:
         (out / "data.json").write_text(json.dumps({
             "classes": {k: list(v) for k, v in splits.classes.items()},
             "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
