@@ -164,3 +164,35 @@ def test_zoo_check_lists_every_field_of_every_shipped_recipe_with_its_comment():
     listing = load_recipe("recipes/finetune_shapes_classifier.py").listing(comments=True)
     assert any(line.startswith("model.backbone.freeze ") and "# fine-tuning: train the heads only" in line
                for line in listing.splitlines())
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"trainer.accelerator": "tpu"}, "trainer.accelerator: must be one of"),
+    ({"trainer.strategy": "bogus"}, "trainer.strategy: 'bogus' is not a Lightning strategy"),
+    ({"trainer.strategy": "dpp"}, "did you mean 'ddp'"),
+    ({"trainer.precision": 17}, "trainer.precision: must be one of"),
+    ({"trainer.devices": -5}, "trainer.devices: is -5"),
+    ({"trainer.devices": "zero"}, "trainer.devices: is 'zero'"),
+    ({"trainer.devices": (0, -1)}, "device ids are >= 0"),
+    ({"optim.betas": (2.0, -1.0)}, "optim.betas: must be < 1, got 2.0"),
+])
+def test_trainer_and_optimizer_settings_are_validated_in_the_spec(override, message):
+    from tests.conftest import tiny_digits_recipe
+    from zoo.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        tiny_digits_recipe(**override)
+
+
+def test_an_accelerator_this_machine_lacks_fails_before_data_is_read(tmp_path):
+    import torch
+
+    from tests.conftest import tiny_digits_recipe
+    from zoo.engine import train
+    from zoo.errors import RecipeError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(RecipeError, match="trainer.accelerator: is 'gpu' but this machine has no CUDA GPU"):
+        train(tiny_digits_recipe(**{"trainer.accelerator": "gpu"}), tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -123,7 +123,8 @@ def check_model(recipe: Recipe) -> ZooModel:
 def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any = False, **overrides: Any) -> L.Trainer:
     t = recipe.trainer
     kwargs = dict(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+        max_epochs=t.max_epochs, accelerator=t.accelerator, strategy=t.strategy,
+        devices=list(t.devices) if isinstance(t.devices, tuple) else t.devices,
         num_nodes=t.num_nodes,
         precision=t.precision, deterministic=t.deterministic, gradient_clip_val=t.gradient_clip_val,
         limit_train_batches=lightning_limit(t.limit_train_batches),
@@ -174,7 +175,15 @@ def _loggers(recipe: Recipe, out: Path, version: str) -> list:
     return made
 
 
-def _check_loggers(recipe: Recipe) -> None:
+def _check_runtime(recipe: Recipe) -> None:
+    """What the recipe asks of this machine: the accelerator it names is present, the loggers' packages installed."""
+    accelerator = recipe.trainer.accelerator
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RecipeError("trainer.accelerator", f"is {accelerator!r} but this machine has no CUDA GPU that torch "
+                                                 f"can use; 'auto' takes the GPU when there is one, else the CPU")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("trainer.accelerator", "is 'mps' but Apple's Metal backend is not available here; "
+                                                 "use 'auto' or 'cpu'")
     if "mlflow" in recipe.trainer.loggers:
         import importlib.util
 
@@ -205,7 +214,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
         raise ZooError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it from its "
                        f"last.ckpt, or --overwrite to remove it and start again (or choose another --out)")
     check_model(recipe)  # a model that cannot be built fails here, before any data is read or file written
-    _check_loggers(recipe)
+    _check_runtime(recipe)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     splits = prepare_data(recipe)  # the data's checks too, before anything of an earlier run is removed or replaced
     if overwrite and found:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from zoo.backbones import Backbone, create_backbone, resolve_backbone
-from zoo.errors import RecipeError
+from zoo.errors import RecipeError, close_matches
 from zoo.recipe.spec import Range, spec
 
 __all__ = ["BackboneSpec", "ModelSpec", "Losses", "Optim", "Schedule", "Trainer", "Augment", "SamplePipeline"]
@@ -144,7 +144,7 @@ class Optim:
     lr: Annotated[float, Range(gt=0)] = 0.01  # learning rate (per batch of data.batch_size)
     momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD momentum
     nesterov: bool = False  # SGD with Nesterov momentum
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moment decay rates
+    betas: tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]] = (0.9, 0.999)  # Adam/AdamW
     weight_decay: Annotated[float, Range(ge=0)] = 5e-4  # L2 penalty on weights (not on biases and norms)
     backbone_lr_mult: Annotated[float, Range(gt=0)] = 1.0  # fine-tuning: the backbone's learning rate is lr x this
     # fine-tuning: layer-wise decay; backbone layer i of L (the head is layer L) learns at lr x decay^(L - i).
@@ -229,11 +229,12 @@ class Schedule:
 @spec
 class Trainer:
     max_epochs: Annotated[int, Range(ge=1)] = 10  # passes over the training split
-    accelerator: str = "auto"  # Lightning accelerator: auto (GPU when present) | cpu | gpu | mps
-    devices: int | str = "auto"  # Lightning devices: a count, "auto", or a list string like "0,1"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"  # Lightning accelerator (auto: GPU when present)
+    devices: int | str | tuple[int, ...] = "auto"  # Lightning devices: a count (-1: all), "auto", or ids: 0,1 / "0,1"
     strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp ...
     num_nodes: Annotated[int, Range(ge=1)] = 1  # machines of a multi-node run (torchrun or SLURM starts the processes)
-    precision: str = "32-true"  # Lightning precision: 32-true | 16-mixed | bf16-mixed
+    # Lightning precision (fp32 on CPUs: bf16 autocast is slower there)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"] = "32-true"
     deterministic: bool = False  # torch deterministic algorithms (slower; bit-reproducible reruns)
     gradient_clip_val: Annotated[float, Range(ge=0)] | None = None  # clip gradient norm
     early_stopping_patience: Annotated[int, Range(ge=1)] | None = None  # stop after N epochs without progress
@@ -261,6 +262,23 @@ class Trainer:
     def __post_init__(self) -> None:
         if len(set(self.loggers)) != len(self.loggers):
             raise RecipeError("trainer.loggers", f"names a logger twice: {self.loggers}")
+        devices = self.devices
+        if isinstance(devices, int) and devices < 1 and devices != -1:
+            raise RecipeError("trainer.devices", f"is {devices}: a count >= 1, -1 (all), 'auto' or a list like '0,1'")
+        if isinstance(devices, tuple) and (not devices or min(devices) < 0):
+            raise RecipeError("trainer.devices", f"is {devices}: device ids are >= 0")
+        if isinstance(devices, str) and devices != "auto" and not all(
+                part.strip().isdigit() for part in devices.strip(",").split(",")):
+            raise RecipeError("trainer.devices", f"is {devices!r}: a count >= 1, -1 (all), 'auto' or a list like '0,1'")
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        strategies = ["auto", *StrategyRegistry.available_strategies()]
+        if self.strategy not in strategies:
+            hint = close_matches(self.strategy, strategies)
+            raise RecipeError("trainer.strategy", f"{self.strategy!r} is not a Lightning strategy"
+                                                  + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
+                                                  + f" (e.g. 'auto', 'ddp', 'ddp_spawn', 'fsdp', 'deepspeed'; all: "
+                                                  f"{', '.join(strategies)})")
 
 
 class SamplePipeline:
