@@ -23,7 +23,9 @@ def test_help(verb, capsys):
     with pytest.raises(SystemExit) as info:
         main([verb, "--help"])
     assert info.value.code == 0
-    assert "usage: zoo " + verb in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "usage: zoo " + verb in shown
+    assert "`" not in shown  # plain text, not reStructuredText markup
 
 
 def test_console_script_runs():
@@ -88,3 +90,9 @@ def test_overrides_after_options_and_version(tmp_path, capsys):
     assert json.loads((out / "recipe.json").read_text())["optim"]["lr"] == 0.02  # taken, not dropped
     with pytest.raises(SystemExit):
         main(["train", "recipes/classify_digits_lenet5.py", "--out", str(out), "--bogus"])
+
+
+def test_top_level_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "`" not in capsys.readouterr().out
