@@ -196,3 +196,24 @@ def test_an_accelerator_this_machine_lacks_fails_before_data_is_read(tmp_path):
     with pytest.raises(RecipeError, match="trainer.accelerator: is 'gpu' but this machine has no CUDA GPU"):
         train(tiny_digits_recipe(**{"trainer.accelerator": "gpu"}), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x = 1\nraise ValueError('boom')\n", r"r.py:2: ValueError: boom"),
+    ("x = (\n", r"r.py:1: '\(' was never closed"),
+    ("root:x:0:0:root:/root:/bin/bash\n", r"r.py:1: invalid syntax"),
+])
+def test_a_recipe_file_that_fails_is_reported_by_file_and_line(tmp_path, text, message):
+    from zoo.cli import main
+    from zoo.errors import ZooError
+    from zoo.recipe import load_recipe
+
+    path = tmp_path / "r.py"
+    path.write_text(text)
+    with pytest.raises(ZooError, match=message):
+        load_recipe(path)
+    plain = tmp_path / "passwd"  # no .py suffix: still read as Python, not "no loader"
+    plain.write_text(text)
+    with pytest.raises(ZooError, match="passwd:"):
+        load_recipe(plain)
+    assert main(["check", str(path)]) == 2

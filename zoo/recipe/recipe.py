@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import traceback
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -171,12 +173,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if added:
         sys.path.insert(0, root)
     try:
-        module_spec = importlib.util.spec_from_file_location(f"_zoo_recipe_{path.stem}", path)
+        name = f"_zoo_recipe_{path.stem}"
+        # an explicit source loader: a file of any name is read as Python (and fails as such, not as "no loader")
+        module_spec = importlib.util.spec_from_file_location(name, path, loader=SourceFileLoader(name, str(path)))
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     except ZooError as e:
         e.add_note(f"while running recipe file {path}")
         raise
+    except SyntaxError as e:  # the file and line, not the interpreter's traceback
+        raise ZooError(f"{path}:{e.lineno}: {e.msg} (the recipe file is not valid Python)") from None
+    except Exception as e:  # noqa: BLE001  (whatever the recipe's own code raised: where, and what)
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if Path(f.filename) == path]
+        where = f"{path}:{lines[-1]}" if lines else str(path)
+        raise ZooError(f"{where}: {type(e).__name__}: {e} (raised while running the recipe file)") from None
     finally:
         if added:
             sys.path.remove(root)
