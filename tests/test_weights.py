@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -179,6 +180,7 @@ def test_pickled_objects_are_refused_without_running(suffix: str, tmp_path: Path
     with pytest.raises(CheckpointError) as info:
         read_weights_file(path)
     assert str(path) in str(info.value) and "refused" in str(info.value)
+    assert "weights_only=False" not in str(info.value)  # torch's hint would nudge users to the unsafe path
     with pytest.raises(CheckpointError, match="refused"):
         create_backbone("lenet5", pretrained=str(path))
     assert not marker.exists()
@@ -279,3 +281,14 @@ def test_torchvision_weights_give_the_library_model_features(name: str, empty_ca
         got = backbone.eval()(x)
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_empty_and_random_files_are_named_as_such_not_as_pickled_code(tmp_path: Path) -> None:
+    empty, noise = tmp_path / "empty.ckpt", tmp_path / "noise.ckpt"
+    empty.write_bytes(b"")
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match=r"empty.ckpt: the file is empty \(0 bytes\)"):
+        read_weights_file(empty)
+    with pytest.raises(CheckpointError, match=r"noise.ckpt: not a torch checkpoint") as info:
+        read_weights_file(noise)
+    assert "pickled" not in str(info.value)

@@ -61,16 +61,44 @@ def read_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor] | dict
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): not a checkpoint or weights file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if not _holds_pickled_objects(path):
+            raise CheckpointError(f"{path}: not a torch checkpoint or weights file (its bytes are not a pickle "
+                                  f"stream: corrupt, truncated or another format)") from None
+        reason = next((line[line.index("Unsupported"):].split(". ")[0].strip() for line in str(e).splitlines()
+                       if "Unsupported" in line), "")  # torch's own hint (weights_only=False) is left out on purpose
         raise CheckpointError(
             f"{path}: refused to load: the file holds pickled Python objects that weights-only loading does "
-            f"not allow (nothing in it was executed). Re-save it as a plain state dict or .safetensors. "
-            f"Detail: {str(e).splitlines()[0]}"
+            f"not allow, and nothing in it was executed. Re-save it as a plain state dict or .safetensors"
+            + (f" ({reason})" if reason else "")
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read as a torch file ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read as a torch file ({(str(e).splitlines() or [repr(e)])[0]})") from e
+
+
+def _holds_pickled_objects(path: Path) -> bool:
+    """Whether ``path`` is a pickle stream (raw, or a torch zip's ``data.pkl``) that names Python callables or
+    classes: scanned with ``pickletools`` opcode by opcode, so nothing is executed."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        ops = {op.name for op, _, _ in pickletools.genops(data)}
+    except Exception:  # noqa: BLE001  (not a pickle stream at all)
+        return False
+    return bool(ops & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
