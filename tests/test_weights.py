@@ -292,3 +292,22 @@ def test_empty_and_random_files_are_named_as_such_not_as_pickled_code(tmp_path: 
     with pytest.raises(CheckpointError, match=r"noise.ckpt: not a torch checkpoint") as info:
         read_weights_file(noise)
     assert "pickled" not in str(info.value)
+
+
+def test_an_edited_checkpoint_names_itself_in_the_error(trained_checkpoint, tmp_path: Path) -> None:
+    import copy
+
+    from zoo.engine.run import load_module
+
+    saved = torch.load(trained_checkpoint, weights_only=True)
+    renamed = copy.deepcopy(saved)
+    renamed["zoo"]["recipe"]["model"]["backbone"]["name"] = "lenet55"
+    torch.save(renamed, tmp_path / "renamed.ckpt")
+    with pytest.raises(ZooError, match="lenet55") as info:
+        load_module(tmp_path / "renamed.ckpt")
+    assert "renamed.ckpt" in " ".join(getattr(info.value, "__notes__", []))
+    wider = copy.deepcopy(saved)
+    wider["zoo"]["recipe"]["model"]["head"]["hidden"] = [32]
+    torch.save(wider, tmp_path / "wider.ckpt")
+    with pytest.raises(CheckpointError, match=r"wider.ckpt: its weights do not fit .*size mismatch"):
+        load_module(tmp_path / "wider.ckpt")

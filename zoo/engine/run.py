@@ -28,7 +28,7 @@ from zoo.engine.finetune import BackboneFreeze, frozen_parameters
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.engine.speed import ModelSpeed
-from zoo.errors import RecipeError, ZooError
+from zoo.errors import CheckpointError, RecipeError, ZooError
 from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
 from zoo.task import Geometry
@@ -282,10 +282,19 @@ def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None)
     data = read_checkpoint(checkpoint)
     saved = migrate_checkpoint(data[CHECKPOINT_KEY], checkpoint)
     # The weights are in the checkpoint: don't look for the pretrained files the run started from.
-    recipe = Recipe.from_data(saved["recipe"]).override(**{"model.backbone.pretrained": False,
-                                                            "model.weights": None, **(overrides or {})})
+    try:
+        recipe = Recipe.from_data(saved["recipe"]).override(**{"model.backbone.pretrained": False,
+                                                                "model.weights": None, **(overrides or {})})
+    except ZooError as e:
+        e.add_note(f"in the recipe stored in checkpoint {checkpoint}")
+        raise
     module = ZooModule(recipe, saved["classes"])
-    module.load_state_dict(data["state_dict"])
+    try:
+        module.load_state_dict(data["state_dict"])
+    except RuntimeError as e:  # shapes or keys that are not the recipe's model
+        first = [line.strip() for line in str(e).splitlines() if line.strip()][1:3]
+        raise CheckpointError(f"{checkpoint}: its weights do not fit the model its recipe builds "
+                              f"({'; '.join(first)}); was the checkpoint or its recipe edited?") from None
     module.eval()
     return module
 
