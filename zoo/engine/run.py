@@ -24,6 +24,7 @@ from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule
 from zoo.engine.finetune import BackboneFreeze
+from zoo.engine.finite import FiniteLoss
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.errors import RecipeError, ZooError
@@ -183,7 +184,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
         ModelCheckpoint(dirpath=out, filename="last", every_n_epochs=1, save_top_k=1, enable_version_counter=False,
                         auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="epoch"),
-        RngStates(),
+        RngStates(), FiniteLoss(),
     ]
     if recipe.model.backbone.freeze:
         callbacks.append(BackboneFreeze(recipe))
