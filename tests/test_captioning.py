@@ -338,3 +338,15 @@ def test_train_eval_greedy_and_beam_predict(tmp_path):
     assert list(results[0]) == ["image", "caption"] and isinstance(results[0]["caption"], str)
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text()) == results
     assert len(list((tmp_path / "pred" / "images").glob("*.png"))) == 1
+
+
+def test_duplicate_image_id_in_a_captions_file_is_an_error(tmp_path):
+    """A second entry with the same id would silently take the first image's captions."""
+    good = _coco_captions(tmp_path, {1: ["a dog"]})
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "images" / "other.png")
+    bad = tmp_path / "dup.json"
+    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "images/1.png"},
+                                          {"id": 1, "file_name": "images/other.png"}],
+                               "annotations": [{"id": 1, "image_id": 1, "caption": "a dog"}]}))
+    with pytest.raises(ZooError, match=r"dup\.json: image id 1 appears twice.*'images/1.png'.*'images/other.png'"):
+        CocoCaptionData(images=str(tmp_path), train_json=str(bad), val_json=str(good)).setup()

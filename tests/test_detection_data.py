@@ -305,3 +305,26 @@ def test_voc_errors(tmp_path):
     _voc(tmp_path, "a", [], filename="gone.png")
     with pytest.raises(ZooError, match=r"a\.xml: image file .*gone\.png.* does not exist"):
         VocData(root=str(tmp_path)).setup()
+
+
+# --- duplicate ids ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("categories, message", [
+    ([{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], r"a\.json.*: category id\(s\) 1 appear more than once"),
+    ([{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}], r"a\.json.*: category name\(s\) 'cat' appear more than once"),
+])
+def test_duplicate_coco_category_ids_or_names_are_errors(tmp_path, categories, message):
+    path = _coco(tmp_path, [_ann(1, 1, [1, 2, 3, 4])])
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "categories": categories}))
+    with pytest.raises(CocoFormatError, match=message):
+        load_coco(path, tmp_path)
+
+
+def test_yolo_images_sharing_a_stem_are_an_error(tmp_path):
+    """0.jpg and 0.png would both take labels/0.txt; one image would be kept with the other's label."""
+    _yolo(tmp_path, {"0": "0 0.5 0.5 0.2 0.2\n", "1": ""})
+    _image(tmp_path / "images" / "0.jpg", (40, 80))
+    with pytest.raises(ZooError, match=r"images '0\.jpg' and '0\.png' share the id '0'"):
+        YoloFolderData(root=str(tmp_path), names=("x",)).setup()

@@ -199,6 +199,9 @@ def read_coco_captions(json_path: str | Path, images_root: str | Path, *,
     for im in coco["images"]:
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
             raise RecipeError(field, f"{json_path}: image entry {im!r} needs an 'id' and a 'file_name'")
+        if im["id"] in names:  # a second entry would silently take the first one's captions
+            raise RecipeError(field, f"{json_path}: image id {im['id']!r} appears twice in 'images' (file_name "
+                                     f"{names[im['id']]!r} and {im['file_name']!r})")
         names[im["id"]] = im["file_name"]
         by_image[im["id"]] = []
     for ann in coco["annotations"]:

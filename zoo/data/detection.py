@@ -296,7 +296,13 @@ class YoloFolderData(ImageData):
     def _read(self, root: Path, subset: str, classes: tuple[str, ...], report: BoxReport) -> list[DetectionRecord]:
         images_dir, labels_dir = root / "images" / subset, root / "labels" / subset
         images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        stems = {p.relative_to(images_dir).with_suffix(""): p for p in images}
+        stems: dict[Path, Path] = {}
+        for p in images:  # 0.jpg and 0.png would share the label file 0.txt
+            stem = p.relative_to(images_dir).with_suffix("")
+            if stem in stems:
+                raise ZooError(f"{images_dir}: images {stems[stem].name!r} and {p.name!r} share the id {str(stem)!r} "
+                               f"(and so the label file {str(stem)}.txt); rename one of them")
+            stems[stem] = p
         for label_file in sorted(labels_dir.rglob("*.txt")) if labels_dir.is_dir() else []:
             if label_file.relative_to(labels_dir).with_suffix("") not in stems:
                 raise ZooError(f"{label_file}: no image for this label file in {images_dir} "
