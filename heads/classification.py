@@ -70,10 +70,16 @@ class ClassificationMetrics(nn.Module):
             m.update(outputs, targets)
 
     def compute(self) -> dict[str, float]:
+        """top1, top5 and ``acc/<class>`` for each class present in the evaluated targets.
+
+        A class without any target sample has no accuracy (0 of 0 is not 0.0): its ``acc/<class>`` key is omitted.
+        """
         result = {"top1": self.top1.compute().item(), "top5": self.top5.compute().item()}
-        for name, acc in zip(self.classes, self.per_class.compute().tolist()):
-            result[f"acc/{name}"] = acc
         self._last_confusion = self.confusion.compute().cpu()
+        support = self._last_confusion.sum(dim=1).tolist()  # [K] samples per true class
+        for name, acc, n in zip(self.classes, self.per_class.compute().tolist(), support):
+            if n > 0:
+                result[f"acc/{name}"] = acc
         return result
 
     def reset(self) -> None:

@@ -27,6 +27,7 @@ TIMM_SAMPLE = [
     "regnetx_002", "convnext_atto", "ghostnet_050", "lcnet_050", "mobilevit_xxs", "densenet121", "dla34",
     "efficientvit_m0",  # deepest map at stride 64
     "test_vit",  # a ViT built with dynamic_img_size: every map at stride 16
+    "mambaout_femto",  # timm's maps are NHWC (output_fmt): permuted to NCHW
 ]
 TORCHVISION_SAMPLE = [
     "torchvision/resnet18", "torchvision/mobilenet_v3_small", "torchvision/shufflenet_v2_x0_5",
@@ -242,3 +243,12 @@ def test_list_backbones() -> None:
         ("torchvision/resnet18", "torchvision"),
     ]
     assert not any(name.startswith("torchvision/vit_") for name, _ in rows)
+
+
+def test_swin_nhwc_maps_come_out_nchw() -> None:
+    """Swin's timm feature maps are ``[N, H, W, C]`` (``output_fmt="NHWC"``); every head needs ``[N, C, H, W]``."""
+    backbone = create_backbone("swin_tiny_patch4_window7_224", pretrained=False, in_chans=3).eval()
+    with torch.no_grad():
+        maps = backbone(torch.zeros(1, 3, 224, 224))
+    assert [tuple(m.shape) for m in maps] == [(1, info.channels, 224 // info.stride, 224 // info.stride)
+                                             for info in backbone.feature_info]

@@ -338,3 +338,28 @@ def test_train_eval_greedy_and_beam_predict(tmp_path):
     assert list(results[0]) == ["image", "caption"] and isinstance(results[0]["caption"], str)
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text()) == results
     assert len(list((tmp_path / "pred" / "images").glob("*.png"))) == 1
+
+
+def test_duplicate_image_id_in_a_captions_file_is_an_error(tmp_path):
+    """A second entry with the same id would silently take the first image's captions."""
+    good = _coco_captions(tmp_path, {1: ["a dog"]})
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "images" / "other.png")
+    bad = tmp_path / "dup.json"
+    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "images/1.png"},
+                                          {"id": 1, "file_name": "images/other.png"}],
+                               "annotations": [{"id": 1, "image_id": 1, "caption": "a dog"}]}))
+    with pytest.raises(ZooError, match=r"dup\.json: image id 1 appears twice.*'images/1.png'.*'images/other.png'"):
+        CocoCaptionData(images=str(tmp_path), train_json=str(bad), val_json=str(good)).setup()
+
+
+def test_long_captions_are_truncated_to_max_words_with_a_counted_warning(tmp_path):
+    huge = " ".join(["dog"] * 10_000)
+    train = _coco_captions(tmp_path, {1: [huge, "a red ball"], 2: ["a blue square", huge]})
+    val = _coco_captions(tmp_path, {3: ["a cat"]})
+    data = CocoCaptionData(images=str(tmp_path), train_json=str(train), val_json=str(val), min_freq=1, max_words=12)
+    with pytest.warns(UserWarning, match=r"truncated 2 caption\(s\) longer than data\.max_words=12 tokens "
+                                         r"\(longest: 10000 tokens\)"):
+        splits = data.setup()
+    lengths = sorted(len(splits.train.load(i)[1]["caption"]["tokens"]) for i in range(len(splits.train)))
+    assert lengths == [5, 5, 14, 14]  # <bos> + words + <eos>: the short captions are untouched
+    assert CocoCaptionData(images=str(tmp_path), train_json=str(train), val_json=str(val)).max_words == 64

@@ -305,3 +305,45 @@ def test_voc_errors(tmp_path):
     _voc(tmp_path, "a", [], filename="gone.png")
     with pytest.raises(ZooError, match=r"a\.xml: image file .*gone\.png.* does not exist"):
         VocData(root=str(tmp_path)).setup()
+
+
+# --- duplicate ids ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("categories, message", [
+    ([{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], r"a\.json.*: category id\(s\) 1 appear more than once"),
+    ([{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}], r"a\.json.*: category name\(s\) 'cat' appear more than once"),
+])
+def test_duplicate_coco_category_ids_or_names_are_errors(tmp_path, categories, message):
+    path = _coco(tmp_path, [_ann(1, 1, [1, 2, 3, 4])])
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "categories": categories}))
+    with pytest.raises(CocoFormatError, match=message):
+        load_coco(path, tmp_path)
+
+
+def test_yolo_images_sharing_a_stem_are_an_error(tmp_path):
+    """0.jpg and 0.png would both take labels/0.txt; one image would be kept with the other's label."""
+    _yolo(tmp_path, {"0": "0 0.5 0.5 0.2 0.2\n", "1": ""})
+    _image(tmp_path / "images" / "0.jpg", (40, 80))
+    with pytest.raises(ZooError, match=r"images '0\.jpg' and '0\.png' share the id '0'"):
+        YoloFolderData(root=str(tmp_path), names=("x",)).setup()
+
+
+def test_coco_without_image_sizes_checks_boxes_against_the_image_header(tmp_path):
+    """No width/height in the entries: the 48x32 header size, not infinity, bounds the boxes."""
+    images = [{"id": 1, "file_name": "img/1.png"}, {"id": 2, "file_name": "img/2.png"}]
+    for image in images:
+        _image(tmp_path / image["file_name"], (32, 48))
+    path = _coco(tmp_path, [_ann(1, 1, [1, 2, 3, 4]), _ann(2, 1, [0, 0, 1e30, 1e30]),
+                            _ann(3, 1, [float("inf"), 0, 5, 5]), _ann(4, 1, [40, 20, 20, 20])],
+                 images=images, write_images=False)
+    data = CocoDetectionData(images=str(tmp_path), train_json=str(path), val_json=str(path))
+    with pytest.warns(UserWarning) as caught:
+        splits = data.setup()
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "2 box(es) dropped with their labels: non-finite or more than an image size outside" in messages
+    assert "annotation id 2 " in messages and "annotation id 3 " in messages and "undecodable" not in messages
+    target = splits.train.load(0)[1]["boxes"]
+    np.testing.assert_array_equal(target["boxes"], np.float32([[1, 2, 4, 6], [40, 20, 48, 32]]))
+    assert sum("absurd box dropped" in reason for _, reason in splits.skipped) == 4  # train and val

@@ -128,3 +128,14 @@ def test_shapes_classification_view(tmp_path):
     image, targets = splits.train.load(0)
     assert set(targets) == {"label"}
     assert image.shape == (64, 64, 3) and targets["label"] in (0, 1, 2)
+
+
+def test_class_folder_of_only_undecodable_files_is_an_error(tmp_path):
+    """Not a class of 0 samples (a 3-way head for 2 real classes): the empty-class-folder error."""
+    write_class_folders(tmp_path, {"a": 4, "b": 4})
+    (tmp_path / "broken").mkdir()
+    for i in range(3):
+        (tmp_path / "broken" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.warns(UserWarning), pytest.raises(ZooError, match=r"class folder .*broken holds no images that "
+                                                                    r"decode \(3 undecodable"):
+        ImageFolderData(root=str(tmp_path)).setup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -49,6 +50,8 @@ def test_string_field_takes_numeric_looking_text(tmp_path):
     ("optim.lrr=0.1", "optim.lrr", ["unknown field", "did you mean lr"]),
     ("optimizer.lr=0.1", "optimizer", ["unknown field", "optim"]),
     ("optim.lr=-1", "optim.lr", ["must be > 0", "-1"]),
+    ("optim.lr=1e999", "optim.lr", ["must be a finite number", "inf"]),
+    ("data.mean=(-1e999,)", "data.mean", ["must be a finite number", "-inf"]),
     ("optim.name=sgdd", "optim.name", ["'sgd'", "'adam'", "sgdd"]),
     ("data.batch_size=0", "data.batch_size", [">= 1", "0"]),
     ("data.batch_size=abc", "data.batch_size", ["expected int", "abc"]),
@@ -66,6 +69,11 @@ def test_bad_overrides_name_path_and_value(override, path, words):
     assert message.startswith(path), message
     for word in words:
         assert word in message, message
+
+
+def test_nan_is_refused_in_a_spec_field():
+    with pytest.raises(RecipeError, match=r"^\w+\.lr: must be a finite number, got nan"):
+        dataclasses.replace(tiny_digits_recipe().optim, lr=float("nan"))
 
 
 def test_loss_must_match_head_task():

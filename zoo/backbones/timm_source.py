@@ -54,9 +54,16 @@ def create_timm_features(
         raise ZooError(f"timm model {name!r} cannot be built as a feature extractor{with_file}: {e!r}") from e
     if weights_file is not None:
         _check_loaded(body, weights_file, name)
+    if str(getattr(body, "output_fmt", "NCHW")).endswith("NHWC"):  # Swin, MambaOut, ...: channels-last maps
+        body.register_forward_hook(_to_nchw)
     fi = body.feature_info
     info = [FeatureInfo(c, r, m) for c, r, m in zip(fi.channels(), fi.reduction(), fi.module_name())]
     return body, info
+
+
+def _to_nchw(module: nn.Module, inputs: Any, maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Forward hook: timm's ``[N, H, W, C]`` feature maps (``output_fmt="NHWC"``) as the ``[N, C, H, W]`` contract."""
+    return [m.permute(0, 3, 1, 2) for m in maps]
 
 
 def _create(timm: Any, name: str, **kwargs: Any) -> nn.Module:

@@ -135,19 +135,61 @@ class ImageData:
 def stratified_split(
     labels: Sequence[int], *, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of a seeded split that keeps each class's share in every part."""
-    from sklearn.model_selection import train_test_split
+    """Sorted ``(train, val, test)`` indices of a seeded split that keeps each class's share in every part.
 
+    Fractions are shares of all samples. The part sizes are scikit-learn's (``ceil`` of the share; val taken from
+    what test leaves). A class of ``n`` samples gets ``floor(n * fraction)`` or one more in val and in test (the
+    extra ones go to the largest remainders, ties broken by the seed), so each class is within 1 of its share. A
+    class with at least 3 samples has at least one in every part whose fraction is > 0 and keeps at least one in
+    train; a class with fewer than 3 samples only gets what its share rounds down to plus remainders (it may be
+    wholly in train). With one class (adapters without labels pass all zeros) the split is scikit-learn's plain
+    seeded ``train_test_split``, the same one as before stratification worked.
+    """
     index = np.arange(len(labels))
-    labels = np.asarray(labels)
+    labels = np.asarray(labels, dtype=np.int64)
     if test_fraction + val_fraction == 0:
         return index, index[:0], index[:0]
-    if np.bincount(labels).min(initial=0) < 3:  # too few of a class to stratify: a plain seeded split
-        labels = None
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed) \
+    if len(np.unique(labels)) <= 1:
+        return _plain_split(index, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    rng = np.random.RandomState(seed)
+    counts = np.bincount(labels)
+    n_test = int(np.ceil(len(index) * test_fraction))
+    n_val = int(np.ceil((len(index) - n_test) * val_fraction / (1 - test_fraction))) if val_fraction else 0
+    test_q = _class_quotas(counts, test_fraction, n_test, rng)
+    val_q = np.minimum(_class_quotas(counts, val_fraction, n_val, rng), np.maximum(counts - test_q - 1, 0))
+    parts: tuple[list, list, list] = ([], [], [])
+    for label in np.flatnonzero(counts):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        t, v = test_q[label], val_q[label]
+        parts[2].append(members[:t])
+        parts[1].append(members[t:t + v])
+        parts[0].append(members[t + v:])
+    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+def _class_quotas(counts: np.ndarray, fraction: float, total: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per class, how many of its ``counts`` go to a part holding ``fraction`` (about ``total`` in all)."""
+    share = counts * fraction
+    quota = np.floor(share).astype(np.int64)
+    if fraction > 0:
+        quota = np.where(counts >= 3, np.maximum(quota, 1), quota)  # every part sees every class of >= 3 samples
+    bumped = quota > np.floor(share)
+    left = total - int(quota.sum())
+    if left > 0:  # largest remainders first; a class already raised to 1 is not raised again
+        remainder = np.where(bumped | (quota >= counts - 1), -1.0, share - np.floor(share))
+        order = np.lexsort((rng.random_sample(len(counts)), -remainder))
+        quota[[c for c in order[:left] if remainder[c] > 0]] += 1
+    return quota
+
+
+def _plain_split(index: np.ndarray, *, val_fraction: float, test_fraction: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's seeded random split: test first, then val out of the rest."""
+    from sklearn.model_selection import train_test_split
+
+    rest, test = train_test_split(index, test_size=test_fraction, random_state=seed) \
         if test_fraction else (index, index[:0])
     if not val_fraction:
         return rest, rest[:0], np.sort(test)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                  stratify=None if labels is None else labels[rest], random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed)
     return np.sort(train), np.sort(val), np.sort(test)

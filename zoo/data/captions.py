@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -118,6 +119,21 @@ class CaptionSource:
         return load_image(self.files[i], channels=self.channels), self.target(i, j)
 
 
+def truncate_captions(captions: list[list[str]], *, max_words: int, where: str) -> list[list[str]]:
+    """Each caption cut to its first ``max_words`` tokens (a 10,000-word caption would exhaust memory in a batch).
+
+    Truncated captions are counted in one warning naming ``where``, the cap and the longest length seen.
+    """
+    lengths = [len(tokenize(c)) for caps in captions for c in caps]
+    long = [n for n in lengths if n > max_words]
+    if not long:
+        return captions
+    warnings.warn(f"{where}: truncated {len(long)} caption(s) longer than data.max_words={max_words} tokens "
+                  f"(longest: {max(long)} tokens)", stacklevel=3)
+    return [[c if len(tokenize(c)) <= max_words else " ".join(tokenize(c)[:max_words]) for c in caps]
+            for caps in captions]
+
+
 def _split_sources(files: list[Path], captions: list[list[str]], parts: dict[str, np.ndarray], *, min_freq: int,
                    channels: int) -> DataSplits:
     """Splits of the images named by index arrays ``parts["train"|"val"|"test"]``; vocabulary from train only."""
@@ -199,6 +215,9 @@ def read_coco_captions(json_path: str | Path, images_root: str | Path, *,
     for im in coco["images"]:
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
             raise RecipeError(field, f"{json_path}: image entry {im!r} needs an 'id' and a 'file_name'")
+        if im["id"] in names:  # a second entry would silently take the first one's captions
+            raise RecipeError(field, f"{json_path}: image id {im['id']!r} appears twice in 'images' (file_name "
+                                     f"{names[im['id']]!r} and {im['file_name']!r})")
         names[im["id"]] = im["file_name"]
         by_image[im["id"]] = []
     for ann in coco["annotations"]:
@@ -230,6 +249,7 @@ class CocoCaptionData(ImageData):
     val_json: str  # COCO captions file of the validation images
     test_json: str | None = None  # COCO captions file of the test images (None: the validation images)
     min_freq: Annotated[int, Range(ge=1)] = 5  # words seen fewer times in training captions become <unk>
+    max_words: Annotated[int, Range(ge=1)] = 64  # longer captions are cut to this many tokens (counted warning)
 
     targets = ("caption",)
 
@@ -250,5 +270,5 @@ class CocoCaptionData(ImageData):
             f, c = read_coco_captions(path, self.images, field=f"data.{split}_json")
             parts[split] = np.arange(len(files), len(files) + len(f))
             files += f
-            captions += c
+            captions += truncate_captions(c, max_words=self.max_words, where=f"{path} (data.{split}_json)")
         return _split_sources(files, captions, parts, min_freq=self.min_freq, channels=self.channels)

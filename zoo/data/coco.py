@@ -129,6 +129,12 @@ def prepare_coco_dict(data: Any, *, source: str) -> dict:
             "categories": list(data.get("categories") or [])}
     if not all(isinstance(c, dict) and "id" in c for c in data["categories"]):
         raise CocoFormatError(f"{source}: every entry of 'categories' needs an 'id'")
+    for key in ("id", "name"):  # a repeated id makes a phantom class; a repeated name makes ap/<name> keys collide
+        seen = [c.get(key) for c in data["categories"] if key == "id" or "name" in c]
+        repeated = sorted({repr(v) for v in seen if seen.count(v) > 1})
+        if repeated:
+            raise CocoFormatError(f"{source}: category {key}(s) {', '.join(repeated)} appear more than once in "
+                                  f"'categories'; every category needs its own {key}")
     images = {}
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image:

@@ -36,7 +36,7 @@ import numpy as np
 
 from zoo.data.base import DataSplits, ImageData, stratified_split
 from zoo.data.coco import load_coco, resolve_inside
-from zoo.data.images import IMAGE_EXTENSIONS, load_image
+from zoo.data.images import IMAGE_EXTENSIONS, image_size, load_image
 from zoo.data.shapes import SHAPE_CLASSES, ShapesConfig, shapes_root
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
@@ -99,6 +99,7 @@ class BoxReport:
 
     clipped: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    absurd: list[str] = field(default_factory=list)
 
     def clean(self, boxes: np.ndarray, labels: np.ndarray, *, width: float, height: float,
               names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -107,22 +108,29 @@ class BoxReport:
         ``names`` says where each box comes from ("a.json annotation id 7"), for the warnings.
         """
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        clipped = np.clip(boxes, 0, np.float32([width, height, width, height]))
+        size = np.float32([width, height, width, height])
+        # non-finite, or more than an image size outside the image: not a box to clip into a whole-image box
+        absurd = ~np.all(np.isfinite(boxes) & (boxes >= -size) & (boxes <= 2 * size), axis=1)
+        clipped = np.clip(np.nan_to_num(boxes), 0, size)
         moved = np.any(clipped != boxes, axis=1)
-        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1]) & ~absurd
         self.clipped += [n for n, m, k in zip(names, moved, keep) if m and k]
-        self.dropped += [n for n, k in zip(names, keep) if not k]
+        self.dropped += [n for n, k, a in zip(names, keep, absurd) if not k and not a]
+        self.absurd += [n for n, a in zip(names, absurd) if a]
         return clipped[keep], np.asarray(labels, np.int64).reshape(-1)[keep]
 
     def warn(self, split: str) -> list[tuple[Path, str]]:
         """Warn about the clipped and dropped boxes; returns them as ``DataSplits.skipped`` entries."""
         for kind, items in (("clipped to the image: partly outside it", self.clipped),
-                            ("dropped with their labels: zero or negative area", self.dropped)):
+                            ("dropped with their labels: zero or negative area", self.dropped),
+                            ("dropped with their labels: non-finite or more than an image size outside it",
+                             self.absurd)):
             if items:
                 more = f" and {len(items) - _EXAMPLES} more" if len(items) > _EXAMPLES else ""
                 warnings.warn(f"{split}: {len(items)} box(es) {kind} ({'; '.join(items[:_EXAMPLES])}{more})",
                               stacklevel=3)
-        return [(Path(n.split(" ")[0]), "zero or negative area box dropped: " + n) for n in self.dropped]
+        return [(Path(n.split(" ")[0]), f"{why} box dropped: {n}")
+                for why, items in (("zero or negative area", self.dropped), ("absurd", self.absurd)) for n in items]
 
 
 def _split(records: list, *, val_fraction: float, test_fraction: float, seed: int) -> tuple[list, list, list]:
@@ -155,8 +163,10 @@ def _coco_records(json_path: str, images: str, *, field_name: str, report: BoxRe
         labels = np.asarray([data.label_of[a["category_id"]] for a in anns], np.int64)
         names = [f"{data.json_path} annotation id {a['orig_id']} (image id {image.id})" for a in anns]
         known = image.width > 0 and image.height > 0
-        boxes, labels = report.clean(boxes, labels, width=image.width if known else np.inf,
-                                     height=image.height if known else np.inf, names=names)
+        # without width/height in the entry, the image header gives the size boxes are checked against
+        width, height = (image.width, image.height) if known else image_size(image.path) if check_files \
+            else (np.inf, np.inf)
+        boxes, labels = report.clean(boxes, labels, width=width, height=height, names=names)
         records.append(DetectionRecord(image.path, image.id, boxes, labels,
                                        (image.height, image.width) if known else None))
     if crowd:
@@ -296,7 +306,13 @@ class YoloFolderData(ImageData):
     def _read(self, root: Path, subset: str, classes: tuple[str, ...], report: BoxReport) -> list[DetectionRecord]:
         images_dir, labels_dir = root / "images" / subset, root / "labels" / subset
         images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        stems = {p.relative_to(images_dir).with_suffix(""): p for p in images}
+        stems: dict[Path, Path] = {}
+        for p in images:  # 0.jpg and 0.png would share the label file 0.txt
+            stem = p.relative_to(images_dir).with_suffix("")
+            if stem in stems:
+                raise ZooError(f"{images_dir}: images {stems[stem].name!r} and {p.name!r} share the id {str(stem)!r} "
+                               f"(and so the label file {str(stem)}.txt); rename one of them")
+            stems[stem] = p
         for label_file in sorted(labels_dir.rglob("*.txt")) if labels_dir.is_dir() else []:
             if label_file.relative_to(labels_dir).with_suffix("") not in stems:
                 raise ZooError(f"{label_file}: no image for this label file in {images_dir} "

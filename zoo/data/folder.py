@@ -45,6 +45,11 @@ class FileSource:
         return load_image(self.files[index], channels=self.channels), self.labels[index]
 
 
+def _empty_class(folder: Path, detail: str) -> ZooError:
+    """The one error for a class folder without usable images (none there, or none decodable)."""
+    return ZooError(f"class folder {folder} holds no images {detail}")
+
+
 def list_class_folders(folder: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], list[Path], list[int]]:
     """Class names (sorted subfolder names, or ``classes``), image files and their labels.
 
@@ -60,7 +65,7 @@ def list_class_folders(folder: Path, classes: tuple[str, ...] | None = None) -> 
     for label, name in enumerate(found):
         images = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
-            raise ZooError(f"class folder {folder / name} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise _empty_class(folder / name, f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
         files += images
         labels += [label] * len(images)
     return found, files, labels
@@ -109,11 +114,23 @@ class ImageFolderData(ImageData):
                 skipped += bad
             if skipped:
                 log.warning("skipped %d undecodable image(s) under %s", len(skipped), root)
+            self._check_classes_decodable(root, classes, parts, skipped)
         for name, (files, _) in parts.items():
             if not files and name == "train":
                 raise ZooError(f"{root}: the train split has no usable images")
         return DataSplits.single("label", classes=classes, skipped=skipped,
                           **{n: FileSource(list(f), list(lab), self.channels) for n, (f, lab) in parts.items()})
+
+    @staticmethod
+    def _check_classes_decodable(root: Path, classes: tuple[str, ...], parts: dict[str, tuple],
+                                 skipped: list[tuple[Path, str]]) -> None:
+        """A class whose files were all skipped is refused like an empty class folder (not a class of 0 samples)."""
+        kept = {lab for _, labels in parts.values() for lab in labels}
+        for label, name in enumerate(classes):
+            if label not in kept:
+                folder = (root / "train" if (root / "train").is_dir() else root) / name
+                bad = sum(1 for path, _ in skipped if folder in path.parents)
+                raise _empty_class(folder, f"that decode ({bad} undecodable file(s) skipped)")
 
     def _split(self, files: list[Path], labels: list[int], *, val: bool, test: bool) -> dict[str, tuple]:
         idx = stratified_split(labels, val_fraction=self.val_fraction if val else 0.0,

@@ -36,7 +36,7 @@ from zoo.errors import ZooError
 # Deliberately no ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` anywhere: a truncated file must fail loudly here rather
 # than train on a half-grey image.
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "load_image", "scan_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "load_image", "scan_images", "image_size"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -98,6 +98,25 @@ def load_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     else:
         out = pixels
     return np.array(out, dtype=np.uint8, order="C", copy=True)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`load_image` returns it (EXIF orientation applied), from its header
+    only: no pixels are decoded.
+
+    Raises:
+        ImageDecodeError: the file is missing or its header is not an image's.
+    """
+    try:
+        with open(path, "rb") as file, Image.open(file) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that rotate by 90 degrees
+                width, height = height, width
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError(path, "not an image file in any format Pillow recognises") from error
+    except _DECODE_ERRORS as error:
+        raise ImageDecodeError(path, f"{type(error).__name__}: {error}") from error
+    return width, height
 
 
 def scan_images(

@@ -25,6 +25,7 @@ from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule, lightning_limit
 from zoo.engine.finetune import BackboneFreeze, frozen_parameters
+from zoo.engine.finite import FiniteLoss
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.engine.speed import ModelSpeed
@@ -243,6 +244,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
                         auto_insert_metric_name=False),
         LearningRateMonitor(),  # at the schedule's interval: every step, or every epoch
         RngStates(),
+        FiniteLoss(),
         ModelSpeed(recipe),
     ]
     if recipe.trainer.checkpoint_every_n_steps:  # last.ckpt mid-epoch too (the epoch-end one above stays)

@@ -7,7 +7,7 @@ raises), and makes construction check every field against its type hint and its 
     class Optim:
         lr: Annotated[float, Range(gt=0)] = 1e-3  # learning rate
 
-A field may be ``None`` only if its hint says so. Fields that hold other specs are type-checked with
+A field may be ``None`` only if its hint says so; a ``float`` field refuses ``inf`` and ``nan``. Fields that hold other specs are type-checked with
 ``isinstance``. Registration is what lets a recipe saved inside a checkpoint be rebuilt from plain data,
 without pickling: only registered spec classes can be named there.
 """
@@ -15,6 +15,7 @@ without pickling: only registered spec classes can be named there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def _coerce(value: Any, tp: Any) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # 1e999 parses as inf, which every Range(gt=...) would pass
+                raise _Mismatch(f"must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
