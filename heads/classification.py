@@ -118,13 +118,16 @@ def predict_topk(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -
 
 
 def draw_class(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
-    """The image with the best class and its probability beneath (green when it matches ``target``, else red)."""
-    best = prediction["top_k"][0]
+    """The image with the top-k classes and their probabilities beneath, best first (the best in green when it matches
+    ``target``, else red)."""
+    ranked = prediction["top_k"]
     picture, _ = upscale(as_rgb(image))
-    lines, colors = [f"{best['class']} {best['prob']:.2f}"], [BLACK]
+    lines = [f"{i + 1}. {c['class']} {c['prob']:.2f}" if len(ranked) > 1 else f"{c['class']} {c['prob']:.2f}"
+             for i, c in enumerate(ranked)]
+    colors = [BLACK] * len(lines)
     if target is not None:
         truth = int(target)
-        colors = [GREEN if best["index"] == truth else RED]
+        colors[0] = GREEN if ranked[0]["index"] == truth else RED
         lines.append(f"true: {classes[truth]}")
         colors.append(BLACK)
     return text_below(picture, lines, colors)

@@ -64,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from zoo.engine import predict
+    from zoo.inference import load, predict_files
     from zoo.recipe.tree import parse_override
 
     # An argument with "=" that is no existing path is a recipe override (model.head.score_threshold=0.3).
@@ -72,11 +72,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = [a for a in args.inputs if a not in overrides]
     if not inputs:
         raise ZooError("zoo predict needs at least one IMAGE_OR_DIR besides the overrides")
-    results = predict(args.checkpoint, inputs, out=args.out, overrides=dict(parse_override(o) for o in overrides))
+    model = load(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                 overrides=dict(parse_override(o) for o in overrides))
+    found = predict_files(model, inputs, out=args.out)
     if args.out:
-        print(f"wrote {len(results)} predictions to {Path(args.out) / 'predictions.json'}")
+        print(f"wrote {len(found.results)} predictions to {Path(args.out) / 'predictions.json'}")
     else:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(found.results, indent=1))
+    if found.skipped:
+        where = f" (listed in {Path(args.out) / 'skipped.json'})" if args.out else ""
+        print(f"skipped {len(found.skipped)} undecodable file(s){where}: "
+              + ", ".join(path for path, _ in found.skipped), file=sys.stderr)
     return 0
 
 
@@ -189,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("predict", help="predictions for image files or folders, as JSON",
-                       description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json).")
+                       description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json). Files "
+                                   "that cannot be decoded are skipped with a warning naming each (and listed in "
+                                   "DIR/skipped.json); the exit status is 0 unless no file could be predicted. "
+                                   "From Python: zoo.load(CHECKPOINT).predict(...).")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files or folders; arguments of the form dotted.path=value change the checkpoint's "
@@ -197,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "model.head.iou_threshold=0.5 model.head.max_detections=50, model.head.beam_size=1 "
                         "(model.heads.NAME.FIELD for a named head)")
     p.add_argument("--out", help="folder for predictions.json, the task's own formats (detection: COCO results) and "
-                                 "each image with its prediction drawn, in images/ (default: print JSON to stdout)")
+                                 "each image with its prediction drawn, in images/ in the input's file type (default: "
+                                 "print JSON to stdout)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (the GPU when present; default), cpu, cuda, cuda:N")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("sample", help="draw images from a generative checkpoint (VAE): prior samples or an "
