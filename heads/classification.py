@@ -111,7 +111,7 @@ def predict_topk(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -
     """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first (``top_k`` of the
     head spec, default 5)."""
     classes = head.classes
-    probs = outputs.float().softmax(dim=1)
+    probs = export_probabilities(outputs, head, geometry)["probs"]
     p, idx = probs.topk(min(getattr(head.spec, "top_k", 5), probs.shape[1]), dim=1)
     return [{"top_k": [{"class": classes[i], "index": i, "prob": round(q, 6)} for q, i in zip(pr.tolist(), ix.tolist())]}
             for pr, ix in zip(p, idx)]
@@ -140,9 +140,14 @@ def explain_class(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, i
     return logits[k], k, float(logits.detach().float().softmax(0)[k])
 
 
+def export_probabilities(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> dict[str, torch.Tensor]:
+    """The exported graph's outputs: ``logits`` and ``probs`` (softmax), both ``[N, K]``."""
+    return {"logits": outputs, "probs": outputs.float().softmax(dim=1)}
+
+
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
                       per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
-                      predict=predict_topk, explain=explain_class, draw=draw_class)
+                      predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities)
 
 
 @spec

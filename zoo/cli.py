@@ -86,6 +86,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import export
+    from zoo.recipe.tree import parse_override
+
+    out, info = export(args.checkpoint, fmt=args.format, out=args.out, dynamic_batch=args.dynamic_batch,
+                       batch=args.batch, opset=args.opset, input_dtype=args.input,
+                       overrides=dict(parse_override(o) for o in args.overrides))
+    shape = "x".join(str(d) for d in info["input"]["shape"])
+    print(f"wrote {out} ({args.format}; input {info['input']['name']} {info['input']['dtype']} {shape}, "
+          f"resize {info['input']['resize']}; outputs {', '.join(info['outputs'])})")
+    print(f"wrote {out}.json (metadata)")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from heads.vae import interpolate, sample
 
@@ -211,6 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto (the GPU when present; default), cpu, cuda, cuda:N")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("export", help="a checkpoint as one ONNX or TorchScript graph, preprocessing and decoding "
+                                      "inside", description="Export CHECKPOINT as a graph that takes an image batch "
+                       "[N, C, S, S] at the recipe's input size (uint8 0..255, or float 0..1 with --input float), "
+                       "normalises it, and returns each head's decoded outputs: classification logits/probs; "
+                       "detection boxes/scores/labels/batch_index after class-wise NMS with the head's "
+                       "score_threshold/iou_threshold/max_detections; segmentation probs/mask; captioning greedy "
+                       "tokens; reconstructions. Metadata (tasks, classes, input size, resize mode, mean/std, zoo "
+                       "version) goes into the file and FILE.json. A model that cannot be exported is refused with "
+                       "the reason, and no file is left. See docs/deploy.md.")
+    p.add_argument("checkpoint")
+    p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the saved recipe, e.g. "
+                                                "model.head.score_threshold=0.3 (baked into the graph)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="default onnx")
+    p.add_argument("--out", metavar="FILE", help="default: beside the checkpoint, best.onnx or best.torchscript.pt")
+    p.add_argument("--dynamic-batch", action="store_true", help="the batch size is free (default: fixed at --batch)")
+    p.add_argument("--batch", type=int, default=1, help="the batch size traced (and fixed without --dynamic-batch; "
+                                                        "default 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--input", default="uint8", choices=("uint8", "float"),
+                   help="the graph's input: uint8 pixels 0..255 (default) or float pixels in [0, 1]")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("sample", help="draw images from a generative checkpoint (VAE): prior samples or an "
                                       "interpolation", description="Decode --n latent codes drawn from the prior of "

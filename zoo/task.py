@@ -116,6 +116,10 @@ class Task:
             prediction (next to the truth when given), for ``zoo predict --out`` and the evaluation grid.
         save_predictions: ``(results, classes, out_dir) -> written files``: task formats that ``zoo predict --out``
             writes next to ``predictions.json`` (COCO results for detection).
+        export: ``(outputs, HeadContext, Geometry) -> {name: tensor}``: the head's outputs as the tensors an exported
+            graph returns (``zoo export``): torch operations only, no control flow on values, so that tracing records
+            them (probabilities, decoded boxes after NMS, greedy caption tokens); coordinates in model-input pixels.
+            ``None``: the task cannot be exported, and ``zoo export`` says so.
     """
 
     name: str
@@ -129,6 +133,7 @@ class Task:
     explain: Callable[[Any, int | None], tuple[torch.Tensor, int, float]] | None = None
     draw: Callable[..., Any] | None = None
     save_predictions: Callable[[list[dict], Sequence[str], Path], list[Path]] | None = None
+    export: Callable[[Any, HeadContext, Geometry], dict[str, torch.Tensor]] | None = None
 
 
 class HeadSpec(Protocol):
