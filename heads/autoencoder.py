@@ -188,6 +188,11 @@ def export_reconstruction(outputs: dict[str, torch.Tensor], head: HeadContext, g
     return {"reconstruction": outputs["recon"].float()}
 
 
+def average_reconstructions(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Several models' outputs averaged key by key (the reconstruction; a VAE's posterior too)."""
+    return {key: torch.stack([o[key].float() for o in outputs]).mean(dim=0) for key in outputs[0]}
+
+
 def draw_reconstruction(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
     """clean input | noisy input | reconstruction, with the reconstruction's PSNR against the clean image beneath
     (given a target whose image differs from the input); otherwise input | reconstruction, PSNR against the input."""
@@ -224,7 +229,8 @@ def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: P
 
 AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max", metrics=("mse", "psnr"),
                     make_metrics=lambda head: ReconstructionMetrics(), predict=predict_reconstructions,
-                    draw=draw_reconstruction, save_predictions=save_reconstructions, export=export_reconstruction)
+                    draw=draw_reconstruction, save_predictions=save_reconstructions, export=export_reconstruction,
+                    combine=average_reconstructions)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

@@ -145,9 +145,16 @@ def export_probabilities(outputs: torch.Tensor, head: HeadContext, geometry: Geo
     return {"logits": outputs, "probs": outputs.float().softmax(dim=1)}
 
 
+def average_probabilities(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """Several models' logits ``[N, K, ...]`` → the log of their mean class probabilities (softmax over dim 1), which
+    decodes, scores and exports as logits do (softmax of it is the mean)."""
+    return torch.stack([o.float().softmax(dim=1) for o in outputs]).mean(dim=0).log()
+
+
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
                       per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
-                      predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities)
+                      predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities,
+                      combine=average_probabilities)
 
 
 @spec

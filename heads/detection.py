@@ -232,11 +232,18 @@ def export_detections(outputs: dict[str, torch.Tensor], head: HeadContext, geome
     return {**found, "boxes": torch.minimum(found["boxes"].clamp(min=0), limit)}
 
 
+def pool_detections(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Several detectors' candidate boxes and scores concatenated (``[N, sum A, ...]``), so that decoding runs one
+    class-wise NMS over all of them ("merged NMS"; a box two models agree on is kept once, with the higher score)."""
+    return {key: torch.cat([o[key] for o in outputs], dim=1) for key in ("boxes", "scores")}
+
+
 DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max",
                  metrics=("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
                           "mar_100"), per_class="ap", make_metrics=lambda head: DetectionMetrics(head.classes),
                  predict=predict_detections, explain=explain_detection, draw=draw_detections,
-                 save_predictions=save_coco_detections, export=export_detections)
+                 save_predictions=save_coco_detections, export=export_detections,
+                 combine=pool_detections)
 
 
 @dataclass(frozen=True, kw_only=True)

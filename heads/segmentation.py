@@ -19,6 +19,7 @@ from pycocotools import mask as coco_mask
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from heads.classification import average_probabilities
 from zoo.backbones.base import FeatureInfo
 from zoo.data.segmentation import IGNORE_INDEX
 from zoo.draw import BLACK, as_rgb, overlay_mask, palette, text_below, upscale
@@ -348,7 +349,7 @@ def explain_mask(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, in
 SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="max", metrics=("miou", "pixel_acc"),
                     per_class="iou", make_metrics=lambda head: SegmentationMetrics(head.classes),
                     predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks,
-                    export=export_masks)
+                    export=export_masks, combine=average_probabilities)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

@@ -52,9 +52,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = Path(args.json).parent if args.json else None
         from zoo.recipe.tree import parse_override
 
-        overrides = dict(parse_override(text) for text in args.overrides)
-        metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
-        print(f"{args.split} metrics of {args.checkpoint}:")
+        # CHECKPOINT A.ckpt B.ckpt ...: an ensemble; arguments with "=" are recipe overrides
+        members = [a for a in args.overrides if "=" not in a]
+        overrides = dict(parse_override(text) for text in args.overrides if "=" in text)
+        if members:
+            from zoo.ensemble import evaluate_ensemble
+
+            metrics = evaluate_ensemble([args.checkpoint, *members], split=args.split, overrides=overrides)
+            print(f"{args.split} metrics of the ensemble of {', '.join([args.checkpoint, *members])}:")
+        else:
+            metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
+            print(f"{args.split} metrics of {args.checkpoint}:")
     _print_metrics(metrics)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +77,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     # An argument with "=" that is no existing path is a recipe override (model.head.score_threshold=0.3).
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
-    inputs = [a for a in args.inputs if a not in overrides]
+    members = [a for a in args.inputs if a.endswith(".ckpt") and Path(a).is_file()]  # an ensemble's other members
+    inputs = [a for a in args.inputs if a not in overrides and a not in members]
     if not inputs:
         raise ZooError("zoo predict needs at least one IMAGE_OR_DIR besides the overrides")
-    model = load(args.checkpoint, device=args.device, batch_size=args.batch_size,
+    model = load([args.checkpoint, *members], device=args.device, batch_size=args.batch_size,
                  overrides=dict(parse_override(o) for o in overrides))
     found = predict_files(model, inputs, out=args.out)
     if args.out:
@@ -195,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ground truth (box mAP@[.5:.95] as map, map50, map75, per-area and per-class AP, "
                                    "computed by pycocotools).")
     p.add_argument("checkpoint", nargs="?", help="a zoo checkpoint (leave out with --gt/--dt)")
-    p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the checkpoint's recipe that keep the "
+    p.add_argument("overrides", nargs="*", help="more checkpoints (an ensemble of models of the same heads and "
+                                                "classes: averaged class / per-pixel probabilities, detections "
+                                                "pooled into one class-wise NMS, averaged reconstructions) and "
+                                                "dotted.path=value changes to the checkpoint's recipe that keep the "
                                                 "weights' shapes, e.g. model.head.beam_size=1 data.num_workers=0; "
                                                 "right after CHECKPOINT, before any --option")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -215,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "From Python: zoo.load(CHECKPOINT).predict(...).")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
-                   help="image files or folders; arguments of the form dotted.path=value change the checkpoint's "
+                   help="image files or folders; further *.ckpt files make an ensemble (see zoo eval); arguments of the form dotted.path=value change the checkpoint's "
                         "recipe, e.g. a head's predict options: model.head.top_k=3, model.head.score_threshold=0.3 "
                         "model.head.iou_threshold=0.5 model.head.max_detections=50, model.head.beam_size=1 "
                         "(model.heads.NAME.FIELD for a named head)")

@@ -47,15 +47,18 @@ class Model:
     """A trained checkpoint ready to predict: weights loaded once, on ``device``, in eval mode.
 
     Args:
-        module: the loaded ``ZooModule`` (``zoo.engine.load_module``).
+        module: the loaded ``ZooModule`` (``zoo.engine.load_module``); its recipe preprocesses and its heads decode.
         device: where the model runs.
         batch_size: images per forward pass when ``predict`` gets many.
+        members: further modules of an ensemble (same heads and classes, see ``zoo.ensemble``): their outputs are
+            combined with ``module``'s by each head's ``Task.combine`` before decoding.
     """
 
-    def __init__(self, module: Any, *, device: torch.device, batch_size: int = 32) -> None:
+    def __init__(self, module: Any, *, device: torch.device, batch_size: int = 32, members: Sequence[Any] = ()) -> None:
         if batch_size < 1:
             raise ZooError(f"batch_size: {batch_size} is not a positive number of images")
         self.module = module.to(device).eval()
+        self.members = [self.module, *(m.to(device).eval() for m in members)]
         self.device = device
         self.batch_size = batch_size
         self.recipe = module.recipe
@@ -74,10 +77,13 @@ class Model:
 
     @torch.no_grad()
     def outputs(self, batch: torch.Tensor) -> Any:
-        """Head outputs (on the CPU) of a batch of normalised model inputs ``[N, C, H, W]``."""
+        """Head outputs (on the CPU) of a batch of normalised model inputs ``[N, C, H, W]`` (an ensemble's combined)."""
         from lightning.pytorch.utilities import move_data_to_device
 
-        return move_data_to_device(self.module(batch.to(self.device)), "cpu")
+        from zoo.ensemble import combine_outputs
+
+        batch = batch.to(self.device)
+        return combine_outputs(self.module, [move_data_to_device(m(batch), "cpu") for m in self.members])
 
     def decode(self, outputs: Any, geometry: Geometry) -> list[dict]:
         from zoo.engine.run import decode_outputs
@@ -172,20 +178,27 @@ class Model:
         return [self.to_array(x)], True
 
 
-def load(checkpoint: str | Path, *, device: str | torch.device = "auto", batch_size: int = 32,
+def load(checkpoint: str | Path | Sequence[str | Path], *, device: str | torch.device = "auto", batch_size: int = 32,
          overrides: dict[str, Any] | None = None) -> Model:
     """A checkpoint as a :class:`Model`, loaded once (``weights_only``; see ``zoo.engine.load_module``).
 
     Args:
-        checkpoint: a zoo checkpoint (``best.ckpt``); its recipe and class names are inside.
+        checkpoint: a zoo checkpoint (``best.ckpt``); its recipe and class names are inside. A list of checkpoints
+            is an ensemble (``zoo.ensemble``): the first one's recipe preprocesses and decodes.
         device: "auto" (the GPU when present), "cpu", "cuda", "cuda:1", or a ``torch.device``.
         batch_size: images per forward pass.
         overrides: dotted path → value changes to the saved recipe that keep the weights' shapes, e.g. a head's
             predict options ``{"model.head.top_k": 3}`` or ``{"model.head.score_threshold": 0.5}``.
     """
     from zoo.engine.run import load_module
+    from zoo.ensemble import check_members
 
-    return Model(load_module(checkpoint, overrides), device=resolve_device(device), batch_size=batch_size)
+    paths = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    if not paths:
+        raise ZooError("zoo.load: no checkpoint given")
+    modules = [load_module(p, overrides) for p in paths]
+    check_members(modules, paths)
+    return Model(modules[0], device=resolve_device(device), batch_size=batch_size, members=modules[1:])
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

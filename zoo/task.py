@@ -120,6 +120,9 @@ class Task:
             graph returns (``zoo export``): torch operations only, no control flow on values, so that tracing records
             them (probabilities, decoded boxes after NMS, greedy caption tokens); coordinates in model-input pixels.
             ``None``: the task cannot be exported, and ``zoo export`` says so.
+        combine: ``(list of outputs of several models on the same batch) -> outputs``: an ensemble's outputs, which
+            ``predict``, ``make_metrics`` and ``export`` take as one model's (``zoo eval A.ckpt B.ckpt``). ``None``:
+            the task refuses ensembles.
     """
 
     name: str
@@ -134,6 +137,7 @@ class Task:
     draw: Callable[..., Any] | None = None
     save_predictions: Callable[[list[dict], Sequence[str], Path], list[Path]] | None = None
     export: Callable[[Any, HeadContext, Geometry], dict[str, torch.Tensor]] | None = None
+    combine: Callable[[list[Any]], Any] | None = None
 
 
 class HeadSpec(Protocol):

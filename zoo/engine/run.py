@@ -221,6 +221,14 @@ def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None)
     return module
 
 
+def check_classes(module: ZooModule, splits: DataSplits, checkpoint: str | Path) -> None:
+    """Refuses data whose classes are not the ones the checkpoint was trained on."""
+    for key, classes in module.classes.items():
+        if tuple(splits.classes.get(key, ())) != tuple(classes):
+            raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
+                           f"now has {list(splits.classes.get(key, ()))[:10]}")
+
+
 def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | None = None,
              splits: DataSplits | None = None, overrides: dict[str, Any] | None = None) -> dict[str, float]:
     """Metrics of a checkpoint on one split of its recipe's data; pictures go to ``out`` when given.
@@ -232,10 +240,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     module = load_module(checkpoint, overrides)
     if splits is None:
         splits = prepare_data(module.recipe)
-    for key, classes in module.classes.items():
-        if tuple(splits.classes.get(key, ())) != tuple(classes):
-            raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
-                           f"now has {list(splits.classes.get(key, ()))[:10]}")
+    check_classes(module, splits, checkpoint)
     loader = ZooDataModule(module.recipe, splits).split_loader(split)
     trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, strategy="auto")
     trainer.test(module, dataloaders=loader, verbose=False)
