@@ -193,6 +193,11 @@ def average_reconstructions(outputs: list[dict[str, torch.Tensor]]) -> dict[str,
     return {key: torch.stack([o[key].float() for o in outputs]).mean(dim=0) for key in outputs[0]}
 
 
+def unflip_images(outputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Image outputs ``[N, C, H, W]`` of a flipped input flipped back (latent vectors stay as they are)."""
+    return {key: value.flip(-1) if value.ndim == 4 else value for key, value in outputs.items()}
+
+
 def draw_reconstruction(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
     """clean input | noisy input | reconstruction, with the reconstruction's PSNR against the clean image beneath
     (given a target whose image differs from the input); otherwise input | reconstruction, PSNR against the input."""
@@ -230,7 +235,7 @@ def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: P
 AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max", metrics=("mse", "psnr"),
                     make_metrics=lambda head: ReconstructionMetrics(), predict=predict_reconstructions,
                     draw=draw_reconstruction, save_predictions=save_reconstructions, export=export_reconstruction,
-                    combine=average_reconstructions)
+                    combine=average_reconstructions, unflip=unflip_images)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def average_probabilities(outputs: list[torch.Tensor]) -> torch.Tensor:
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
                       per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
                       predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities,
-                      combine=average_probabilities)
+                      combine=average_probabilities, unflip=lambda outputs, width: outputs)
 
 
 @spec

@@ -238,12 +238,19 @@ def pool_detections(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {key: torch.cat([o[key] for o in outputs], dim=1) for key in ("boxes", "scores")}
 
 
+def unflip_detections(outputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Boxes predicted on a horizontally flipped input mapped back: ``x1, x2 = W - x2, W - x1``."""
+    boxes = outputs["boxes"]
+    return {"boxes": torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], -1),
+            "scores": outputs["scores"]}
+
+
 DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max",
                  metrics=("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
                           "mar_100"), per_class="ap", make_metrics=lambda head: DetectionMetrics(head.classes),
                  predict=predict_detections, explain=explain_detection, draw=draw_detections,
                  save_predictions=save_coco_detections, export=export_detections,
-                 combine=pool_detections)
+                 combine=pool_detections, unflip=unflip_detections)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -349,7 +349,8 @@ def explain_mask(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, in
 SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="max", metrics=("miou", "pixel_acc"),
                     per_class="iou", make_metrics=lambda head: SegmentationMetrics(head.classes),
                     predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks,
-                    export=export_masks, combine=average_probabilities)
+                    export=export_masks, combine=average_probabilities,
+                    unflip=lambda logits, width: logits.flip(-1))
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

@@ -91,3 +91,63 @@ def test_a_task_that_cannot_combine_refuses_ensembles_only(monkeypatch):
     check_members([module], ["a.ckpt"])  # one model is no ensemble
     with pytest.raises(ZooError, match="model.head: the classification task has no way to combine"):
         check_members([module, module], ["a.ckpt", "a.ckpt"])
+
+
+# ---------------------------------------------------------------- test-time augmentation (--tta hflip)
+
+def _fake(spec):
+    """What the TTA helpers read of a module: whether it has one head, and the head's spec."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=SimpleNamespace(single=True), contexts={"": SimpleNamespace(spec=spec)})
+
+
+def test_hflip_tta_on_a_flip_symmetric_input_is_the_plain_prediction(trained_checkpoint, tmp_path, capsys):
+    half = np.random.default_rng(0).integers(0, 256, (32, 16), dtype=np.uint8)
+    symmetric = np.concatenate([half, half[:, ::-1]], axis=1)
+    plain = zoo.load(trained_checkpoint).predict(symmetric)
+    flipped = zoo.load(trained_checkpoint, tta=["hflip"]).predict(symmetric)
+    assert [c["index"] for c in plain["top_k"]] == [c["index"] for c in flipped["top_k"]]
+    assert np.allclose([c["prob"] for c in plain["top_k"]], [c["prob"] for c in flipped["top_k"]], atol=2e-6)
+    asymmetric = np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)
+    assert zoo.load(trained_checkpoint, tta=["hflip"]).predict(asymmetric) != \
+        zoo.load(trained_checkpoint).predict(asymmetric)  # on other inputs the flipped view does count
+    assert main(["eval", str(trained_checkpoint), "trainer.limit_test_batches=2", "--tta", "hflip"]) == 0
+    assert "with --tta hflip" in capsys.readouterr().out
+
+
+def test_hflip_maps_boxes_and_masks_back_exactly_on_an_asymmetric_input():
+    from heads.detection import YoloV1
+    from heads.segmentation import UNet
+    from zoo.ensemble import view_outputs
+
+    images = torch.zeros(2, 1, 8, 12)
+    images[0, 0, :, 2] = 1.0  # a bright column at x = 2 (and at x = 9 in the second image): far from symmetric
+    images[1, 0, 1:5, 9] = 1.0
+
+    def detector(x: torch.Tensor) -> dict[str, torch.Tensor]:  # a box around each image's bright column
+        column = x.sum(dim=(1, 2)).argmax(dim=1).float()  # [N]
+        boxes = torch.stack([column, torch.zeros_like(column), column + 1, torch.full_like(column, 8.0)], -1)
+        return {"boxes": boxes[:, None], "scores": torch.ones(len(x), 1, 2)}
+
+    plain, back = view_outputs(_fake(YoloV1()), detector, images, ["hflip"])
+    assert plain["boxes"][:, 0].tolist() == [[2, 0, 3, 8], [9, 0, 10, 8]]
+    assert torch.equal(back["boxes"], plain["boxes"]) and torch.equal(back["scores"], plain["scores"])
+
+    def segmenter(x: torch.Tensor) -> torch.Tensor:  # per-pixel logits: the image and its negative
+        return torch.cat([x, -x], dim=1)
+
+    plain, back = view_outputs(_fake(UNet()), segmenter, images, ["hflip"])
+    assert torch.equal(back, plain)
+
+
+def test_tta_is_refused_for_unknown_names_and_tasks_that_cannot_flip_back():
+    from heads.captioning import LstmCaptioner
+    from heads.classification import Classifier
+    from zoo.ensemble import check_tta
+
+    with pytest.raises(ZooError, match="--tta 'vflip': choose from hflip"):
+        check_tta(_fake(Classifier()), ["vflip"])
+    with pytest.raises(ZooError, match="model.head: the captioning task cannot map a flipped view back"):
+        check_tta(_fake(LstmCaptioner()), ["hflip"])
+    check_tta(_fake(LstmCaptioner()), [])  # no TTA: nothing to refuse

@@ -55,11 +55,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # CHECKPOINT A.ckpt B.ckpt ...: an ensemble; arguments with "=" are recipe overrides
         members = [a for a in args.overrides if "=" not in a]
         overrides = dict(parse_override(text) for text in args.overrides if "=" in text)
-        if members:
+        if members or args.tta:
             from zoo.ensemble import evaluate_ensemble
 
-            metrics = evaluate_ensemble([args.checkpoint, *members], split=args.split, overrides=overrides)
-            print(f"{args.split} metrics of the ensemble of {', '.join([args.checkpoint, *members])}:")
+            metrics = evaluate_ensemble([args.checkpoint, *members], split=args.split, overrides=overrides,
+                                        tta=[args.tta] if args.tta else [])
+            tta = f" with --tta {args.tta}" if args.tta else ""
+            print(f"{args.split} metrics of the ensemble of {', '.join([args.checkpoint, *members])}{tta}:")
         else:
             metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
             print(f"{args.split} metrics of {args.checkpoint}:")
@@ -82,6 +84,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise ZooError("zoo predict needs at least one IMAGE_OR_DIR besides the overrides")
     model = load([args.checkpoint, *members], device=args.device, batch_size=args.batch_size,
+                 tta=[args.tta] if args.tta else [],
                  overrides=dict(parse_override(o) for o in overrides))
     found = predict_files(model, inputs, out=args.out)
     if args.out:
@@ -218,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --gt/--dt: the COCO evaluator (same numbers; faster_coco_eval is faster, "
                         "pip install 'zoo[fast]')")
     p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
+    p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
+                                                    "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("predict", help="predictions for image files or folders, as JSON",
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "print JSON to stdout)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto (the GPU when present; default), cpu, cuda, cuda:N")
+    p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
+                                                    "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("export", help="a checkpoint as one ONNX or TorchScript graph, preprocessing and decoding "

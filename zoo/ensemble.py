@@ -4,6 +4,10 @@ class-wise NMS, averaged reconstructions), then decoded and scored as one model'
 
 ``zoo eval A.ckpt B.ckpt ...`` is :func:`evaluate_ensemble`; ``zoo predict A.ckpt B.ckpt ... IMAGES`` and
 ``zoo.load([A, B])`` predict with :class:`zoo.inference.Model` over all members.
+
+Test-time augmentation (``--tta hflip``) is an ensemble over views: each member also runs on the horizontally
+flipped batch, the task maps those outputs back exactly (``Task.unflip``: boxes ``x -> W - x``, masks flipped back),
+and every (member, view) is combined the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from lightning.pytorch.utilities import move_data_to_device
 from zoo.errors import ZooError
 from zoo.recipe.parts import ModelSpec
 
-__all__ = ["check_members", "combine_outputs", "evaluate_ensemble"]
+__all__ = ["check_members", "check_tta", "combine_outputs", "view_outputs", "evaluate_ensemble", "TTA"]
+
+TTA = ("hflip",)  # test-time augmentations: names and what they do (module docstring)
 
 
 def check_members(modules: Sequence[Any], checkpoints: Sequence[str | Path]) -> None:
@@ -43,6 +49,32 @@ def check_members(modules: Sequence[Any], checkpoints: Sequence[str | Path]) -> 
                                f"{checkpoints[0]}'s is {getattr(first.recipe.data, field)}; an ensemble needs the same")
 
 
+def check_tta(first: Any, tta: Sequence[str]) -> None:
+    """Refuses unknown augmentations and heads whose task cannot map a flipped view back."""
+    for name in tta:
+        if name not in TTA:
+            raise ZooError(f"--tta {name!r}: choose from {', '.join(TTA)}")
+    for head, ctx in first.contexts.items():
+        task = type(ctx.spec).task
+        if tta and (task.unflip is None or task.combine is None):
+            raise ZooError(f"{ModelSpec.path(head)}: the {task.name} task cannot map a flipped view back and average "
+                           f"it (Task.unflip, Task.combine); --tta {' '.join(tta)} is refused")
+
+
+def view_outputs(first: Any, run: Any, images: torch.Tensor, tta: Sequence[str]) -> list[Any]:
+    """``run(images)`` (head outputs as ``forward`` returns them) and, per augmentation, ``run`` on the transformed
+    batch mapped back to ``images``."""
+    views = [run(images)]
+    if "hflip" in tta:
+        flipped, width = run(images.flip(-1)), images.shape[-1]
+        if first.model.single:
+            views.append(type(first.contexts[""].spec).task.unflip(flipped, width))
+        else:
+            views.append({n: type(c.spec).task.unflip(flipped[n], width) for n, c in first.contexts.items()
+                          if n in flipped})
+    return views
+
+
 def _describe(heads: dict) -> str:
     return ", ".join(f"{n or 'head'}: {task} of {len(classes)} classes" for n, (task, classes) in heads.items())
 
@@ -59,8 +91,10 @@ def combine_outputs(first: Any, per_member: Sequence[Any]) -> Any:
 
 @torch.no_grad()
 def evaluate_ensemble(checkpoints: Sequence[str | Path], *, split: str = "test",
-                      overrides: dict[str, Any] | None = None, device: str = "auto") -> dict[str, float]:
-    """Metrics of the ensemble of ``checkpoints`` on one split of the first one's data (names as ``zoo eval``)."""
+                      overrides: dict[str, Any] | None = None, device: str = "auto",
+                      tta: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics of the ensemble of ``checkpoints`` (one is fine with ``tta``) on one split of the first one's data
+    (names as ``zoo eval``)."""
     from zoo.engine.datamodule import ZooDataModule
     from zoo.engine.run import _batches, check_classes, load_module, prepare_data
     from zoo.inference import resolve_device
@@ -69,6 +103,7 @@ def evaluate_ensemble(checkpoints: Sequence[str | Path], *, split: str = "test",
     modules = [load_module(c, overrides).to(where).eval() for c in checkpoints]
     check_members(modules, checkpoints)
     first = modules[0]
+    check_tta(first, tta)
     splits = prepare_data(first.recipe)
     for module, path in zip(modules, checkpoints):
         check_classes(module, splits, path)
@@ -78,11 +113,13 @@ def evaluate_ensemble(checkpoints: Sequence[str | Path], *, split: str = "test",
     count = limit if isinstance(limit, int) else int(len(loader) * limit)
     for images, targets in itertools.islice(loader, count):
         images, targets = move_data_to_device((images, targets), where)
-        runs = [m.model.run_heads(images, targets, m.target_keys) for m in modules]
+        ran = first.model.run_heads(images, targets, first.target_keys)  # which heads have targets, and whose
+        runs = [outputs for m in modules for outputs in view_outputs(
+            first, lambda x, m=m: {n: o for n, (o, _) in m.model.run_heads(x, targets, m.target_keys).items()},
+            images, tta)]
         for name, ctx in first.contexts.items():
-            if name in runs[0]:
-                combined = type(ctx.spec).task.combine([run[name][0] for run in runs])
-                metrics[name].update(combined, runs[0][name][1])
+            if name in ran:
+                metrics[name].update(type(ctx.spec).task.combine([run[name] for run in runs]), ran[name][1])
     values: dict[str, float] = {}
     for name, head_metrics in metrics.items():
         values.update({f"{ModelSpec.prefix(name)}{k}": v for k, v in head_metrics.compute().items()})

@@ -52,9 +52,15 @@ class Model:
         batch_size: images per forward pass when ``predict`` gets many.
         members: further modules of an ensemble (same heads and classes, see ``zoo.ensemble``): their outputs are
             combined with ``module``'s by each head's ``Task.combine`` before decoding.
+        tta: test-time augmentations (``("hflip",)``): each view mapped back and combined the same way.
     """
 
-    def __init__(self, module: Any, *, device: torch.device, batch_size: int = 32, members: Sequence[Any] = ()) -> None:
+    def __init__(self, module: Any, *, device: torch.device, batch_size: int = 32, members: Sequence[Any] = (),
+                 tta: Sequence[str] = ()) -> None:
+        from zoo.ensemble import check_tta
+
+        check_tta(module, tta)
+        self.tta = tuple(tta)
         if batch_size < 1:
             raise ZooError(f"batch_size: {batch_size} is not a positive number of images")
         self.module = module.to(device).eval()
@@ -80,10 +86,11 @@ class Model:
         """Head outputs (on the CPU) of a batch of normalised model inputs ``[N, C, H, W]`` (an ensemble's combined)."""
         from lightning.pytorch.utilities import move_data_to_device
 
-        from zoo.ensemble import combine_outputs
+        from zoo.ensemble import combine_outputs, view_outputs
 
         batch = batch.to(self.device)
-        return combine_outputs(self.module, [move_data_to_device(m(batch), "cpu") for m in self.members])
+        return combine_outputs(self.module, [move_data_to_device(outputs, "cpu") for m in self.members
+                                             for outputs in view_outputs(self.module, m, batch, self.tta)])
 
     def decode(self, outputs: Any, geometry: Geometry) -> list[dict]:
         from zoo.engine.run import decode_outputs
@@ -179,7 +186,7 @@ class Model:
 
 
 def load(checkpoint: str | Path | Sequence[str | Path], *, device: str | torch.device = "auto", batch_size: int = 32,
-         overrides: dict[str, Any] | None = None) -> Model:
+         overrides: dict[str, Any] | None = None, tta: Sequence[str] = ()) -> Model:
     """A checkpoint as a :class:`Model`, loaded once (``weights_only``; see ``zoo.engine.load_module``).
 
     Args:
@@ -189,6 +196,7 @@ def load(checkpoint: str | Path | Sequence[str | Path], *, device: str | torch.d
         batch_size: images per forward pass.
         overrides: dotted path → value changes to the saved recipe that keep the weights' shapes, e.g. a head's
             predict options ``{"model.head.top_k": 3}`` or ``{"model.head.score_threshold": 0.5}``.
+        tta: test-time augmentations, ``("hflip",)`` (see ``zoo.ensemble``).
     """
     from zoo.engine.run import load_module
     from zoo.ensemble import check_members
@@ -198,7 +206,7 @@ def load(checkpoint: str | Path | Sequence[str | Path], *, device: str | torch.d
         raise ZooError("zoo.load: no checkpoint given")
     modules = [load_module(p, overrides) for p in paths]
     check_members(modules, paths)
-    return Model(modules[0], device=resolve_device(device), batch_size=batch_size, members=modules[1:])
+    return Model(modules[0], device=resolve_device(device), batch_size=batch_size, members=modules[1:], tta=tta)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

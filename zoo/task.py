@@ -123,6 +123,9 @@ class Task:
         combine: ``(list of outputs of several models on the same batch) -> outputs``: an ensemble's outputs, which
             ``predict``, ``make_metrics`` and ``export`` take as one model's (``zoo eval A.ckpt B.ckpt``). ``None``:
             the task refuses ensembles.
+        unflip: ``(outputs of a horizontally flipped batch, input width) -> outputs of the batch itself``: flipped
+            boxes and masks mapped back exactly, for test-time augmentation (``--tta hflip``: the two views are then
+            combined by ``combine``). ``None``: the task refuses flip TTA.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Task:
     save_predictions: Callable[[list[dict], Sequence[str], Path], list[Path]] | None = None
     export: Callable[[Any, HeadContext, Geometry], dict[str, torch.Tensor]] | None = None
     combine: Callable[[list[Any]], Any] | None = None
+    unflip: Callable[[Any, int], Any] | None = None
 
 
 class HeadSpec(Protocol):
