@@ -34,7 +34,7 @@ from zoo.task import Geometry, HeadContext, ImageGeometry, Task
 
 __all__ = ["ImageGeometry", "ImageDecoder", "AutoencoderHead", "Autoencoder", "ReconstructionLoss",
            "ReconstructionMetrics", "AUTOENCODING", "predict_reconstructions",
-           "draw_reconstruction", "save_reconstructions", "decode_png", "to_uint8"]
+           "draw_reconstruction", "save_reconstructions", "export_reconstruction", "decode_png", "to_uint8"]
 
 
 def decoder_plan(feature_info: Sequence[FeatureInfo], size: int) -> tuple[int, int]:
@@ -115,7 +115,7 @@ class AutoencoderHead(nn.Module):
             grid = self.entry(F.adaptive_avg_pool2d(deepest, self.grid))
         else:
             code = F.adaptive_avg_pool2d(deepest, self.pooled)
-            grid = self.entry(code).reshape(len(deepest), self.width, self.grid, self.grid)
+            grid = self.entry(code).reshape(-1, self.width, self.grid, self.grid)
         logits = self.decoder(grid, tuple(images.shape[-2:]))
         return {"recon": torch.sigmoid(logits), "logits": logits, "input": self.geometry.unnormalise(images)}
 
@@ -181,6 +181,23 @@ def predict_reconstructions(outputs: dict[str, torch.Tensor], head: HeadContext,
             for m, p, picture in zip(mse.tolist(), psnr.tolist(), to_uint8(recon))]
 
 
+def export_reconstruction(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry
+                          ) -> dict[str, torch.Tensor]:
+    """``reconstruction [N, C, H, W]`` in [0, 1] at the model's input size (a VAE's: decoded from the posterior
+    mean, as in evaluation)."""
+    return {"reconstruction": outputs["recon"].float()}
+
+
+def average_reconstructions(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Several models' outputs averaged key by key (the reconstruction; a VAE's posterior too)."""
+    return {key: torch.stack([o[key].float() for o in outputs]).mean(dim=0) for key in outputs[0]}
+
+
+def unflip_images(outputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Image outputs ``[N, C, H, W]`` of a flipped input flipped back (latent vectors stay as they are)."""
+    return {key: value.flip(-1) if value.ndim == 4 else value for key, value in outputs.items()}
+
+
 def draw_reconstruction(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
     """clean input | noisy input | reconstruction, with the reconstruction's PSNR against the clean image beneath
     (given a target whose image differs from the input); otherwise input | reconstruction, PSNR against the input."""
@@ -217,7 +234,8 @@ def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: P
 
 AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max", metrics=("mse", "psnr"),
                     make_metrics=lambda head: ReconstructionMetrics(), predict=predict_reconstructions,
-                    draw=draw_reconstruction, save_predictions=save_reconstructions)
+                    draw=draw_reconstruction, save_predictions=save_reconstructions, export=export_reconstruction,
+                    combine=average_reconstructions, unflip=unflip_images)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

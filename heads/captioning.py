@@ -36,8 +36,11 @@ StepFn = Callable[[Memory, torch.Tensor], torch.Tensor]  # (memory, prefix [B, t
 
 
 @torch.no_grad()
-def greedy_decode(step: StepFn, memory: Memory, *, max_length: int) -> torch.Tensor:
-    """The most likely next word each step until ``<eos>``: ``tokens [B, L]`` (no ``<bos>``, padded after eos)."""
+def greedy_decode(step: StepFn, memory: Memory, *, max_length: int, stop_early: bool = True) -> torch.Tensor:
+    """The most likely next word each step until ``<eos>``: ``tokens [B, L]`` (no ``<bos>``, padded after eos).
+
+    ``stop_early=False`` always runs ``max_length`` steps (the same tokens, padded to ``max_length``): a loop whose
+    length does not depend on values, which tracing for ``zoo export`` can unroll."""
     batch = memory[0].shape[0]
     prefix = torch.full((batch, 1), BOS, dtype=torch.int64, device=memory[0].device)
     done = torch.zeros(batch, dtype=torch.bool, device=prefix.device)
@@ -45,8 +48,8 @@ def greedy_decode(step: StepFn, memory: Memory, *, max_length: int) -> torch.Ten
         word = step(memory, prefix).argmax(dim=1)
         word = torch.where(done, torch.full_like(word, PAD), word)
         prefix = torch.cat([prefix, word[:, None]], dim=1)
-        done |= word == EOS
-        if done.all():
+        done = done | (word == EOS)  # not |=: in-place or has no ONNX export
+        if stop_early and done.all():
             break
     return prefix[:, 1:]
 
@@ -243,6 +246,15 @@ def predict_captions(outputs: dict[str, torch.Tensor], head: HeadContext, geomet
     return [{"caption": " ".join(words)} for words in _words(head.module.decode(outputs), head.classes)]
 
 
+def export_captions(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry
+                    ) -> dict[str, torch.Tensor]:
+    """Encoder and **greedy** decoding in the graph (whatever the spec's ``beam_size``): ``tokens [N, max_length]``
+    int64 word indices into the vocabulary (no ``<bos>``; ``<eos>`` then padding)."""
+    module = head.module
+    return {"tokens": greedy_decode(module.step, (outputs["memory"],), max_length=module.max_length,
+                                    stop_early=False)}
+
+
 def draw_caption(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
     """The image with its caption beneath, and the first reference caption beneath that when given."""
     picture, _ = upscale(as_rgb(image), min_side=160)
@@ -256,7 +268,7 @@ def draw_caption(image: np.ndarray, prediction: dict, target: Any, classes: Sequ
 CAPTIONING = Task(name="captioning", target="caption", monitor="cider", mode="max",
                   metrics=("bleu1", "bleu2", "bleu3", "bleu4", "cider"),
                   make_metrics=lambda head: CaptionMetrics(head.classes, head.module.decode),
-                  predict=predict_captions, draw=draw_caption)
+                  predict=predict_captions, draw=draw_caption, export=export_captions)
 
 
 @spec

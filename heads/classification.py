@@ -117,20 +117,23 @@ def predict_topk(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -
     """Logits ``[N, K]`` → per image ``{"top_k": [{"class", "index", "prob"}, ...]}``, best first (``top_k`` of the
     head spec, default 5)."""
     classes = head.classes
-    probs = outputs.float().softmax(dim=1)
+    probs = export_probabilities(outputs, head, geometry)["probs"]
     p, idx = probs.topk(min(getattr(head.spec, "top_k", 5), probs.shape[1]), dim=1)
     return [{"top_k": [{"class": classes[i], "index": i, "prob": round(q, 6)} for q, i in zip(pr.tolist(), ix.tolist())]}
             for pr, ix in zip(p, idx)]
 
 
 def draw_class(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
-    """The image with the best class and its probability beneath (green when it matches ``target``, else red)."""
-    best = prediction["top_k"][0]
+    """The image with the top-k classes and their probabilities beneath, best first (the best in green when it matches
+    ``target``, else red)."""
+    ranked = prediction["top_k"]
     picture, _ = upscale(as_rgb(image))
-    lines, colors = [f"{best['class']} {best['prob']:.2f}"], [BLACK]
+    lines = [f"{i + 1}. {c['class']} {c['prob']:.2f}" if len(ranked) > 1 else f"{c['class']} {c['prob']:.2f}"
+             for i, c in enumerate(ranked)]
+    colors = [BLACK] * len(lines)
     if target is not None:
         truth = int(target)
-        colors = [GREEN if best["index"] == truth else RED]
+        colors[0] = GREEN if ranked[0]["index"] == truth else RED
         lines.append(f"true: {classes[truth]}")
         colors.append(BLACK)
     return text_below(picture, lines, colors)
@@ -143,9 +146,21 @@ def explain_class(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, i
     return logits[k], k, float(logits.detach().float().softmax(0)[k])
 
 
+def export_probabilities(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> dict[str, torch.Tensor]:
+    """The exported graph's outputs: ``logits`` and ``probs`` (softmax), both ``[N, K]``."""
+    return {"logits": outputs, "probs": outputs.float().softmax(dim=1)}
+
+
+def average_probabilities(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """Several models' logits ``[N, K, ...]`` → the log of their mean class probabilities (softmax over dim 1), which
+    decodes, scores and exports as logits do (softmax of it is the mean)."""
+    return torch.stack([o.float().softmax(dim=1) for o in outputs]).mean(dim=0).log()
+
+
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
                       per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
-                      predict=predict_topk, explain=explain_class, draw=draw_class)
+                      predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities,
+                      combine=average_probabilities, unflip=lambda outputs, width: outputs)
 
 
 @spec

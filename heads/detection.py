@@ -30,8 +30,8 @@ from zoo.draw import as_rgb, draw_boxes, upscale
 from zoo.recipe.spec import Range, spec
 from zoo.task import Geometry, HeadContext, ImageGeometry, Task, check_level
 
-__all__ = ["Detections", "decode_detections", "boxes_to_original", "DetectionMetrics", "predict_detections",
-           "draw_detections", "save_coco_detections", "TRUTH", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
+__all__ = ["Detections", "select_detections", "decode_detections", "export_detections", "boxes_to_original",
+           "DetectionMetrics", "predict_detections", "draw_detections", "save_coco_detections", "TRUTH", "DETECTION", "YoloV1GridHead", "YoloV1", "YoloV1Loss",
            "YoloV1Criterion", "yolo_v1_targets", "paired_box_iou"]
 
 EVAL_NMS = {"score_threshold": 0.001, "iou_threshold": 0.6, "max_detections": 100}  # COCO-style evaluation
@@ -48,25 +48,44 @@ class Detections:
     labels: torch.Tensor
 
 
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, *, score_threshold: float = 0.25,
+                      iou_threshold: float = 0.45, max_detections: int = 100) -> dict[str, torch.Tensor]:
+    """``boxes [N, A, 4]``, ``scores [N, A, C]`` → the kept detections of the whole batch, flat and best first:
+    ``boxes [M, 4]`` (xyxy), ``scores [M]``, ``labels [M]`` and ``batch_index [M]`` (the image of each, int64).
+
+    Every (box, class) pair above ``score_threshold`` among each image's best ``_PRE_NMS_TOP_K`` pairs is a candidate
+    (a box may be kept for two classes); class-wise NMS at ``iou_threshold`` within each image (``batched_nms`` over
+    the group ``image * C + class``); then each image's ``max_detections`` best. Only tensor operations whose sizes
+    follow the input, so ``zoo export`` traces this function into the graph (NMS becomes ONNX NonMaxSuppression).
+    """
+    n, anchors, num_classes = scores.shape
+    k = min(_PRE_NMS_TOP_K, anchors * num_classes)
+    top, index = scores.flatten(1).topk(k, dim=1)  # [N, k] each image's best (box, class) pairs
+    image = torch.arange(n, device=scores.device)[:, None].expand(n, k).reshape(-1)
+    top, index = top.reshape(-1), index.reshape(-1)
+    keep = top > score_threshold
+    image, top, index = image[keep], top[keep], index[keep]
+    labels = index % num_classes
+    picked = boxes[image, torch.div(index, num_classes, rounding_mode="floor")]
+    kept = batched_nms(picked, top, image * num_classes + labels, iou_threshold)  # best first
+    image = image[kept]
+    same = image[:, None] == torch.arange(n, device=scores.device)[None]  # [M, N]
+    rank = (same.long().cumsum(0) * same.long()).sum(1) - 1  # place of each detection within its image
+    within = rank < max_detections
+    kept = kept[within]
+    return {"boxes": picked[kept], "scores": top[kept], "labels": labels[kept], "batch_index": image[within]}
+
+
 def decode_detections(outputs: dict[str, torch.Tensor], *, score_threshold: float = 0.25,
                       iou_threshold: float = 0.45, max_detections: int = 100) -> list[Detections]:
-    """Head outputs → per-image detections after score threshold and class-wise NMS (``batched_nms``).
-
-    Every (box, class) pair above ``score_threshold`` is a candidate (a box may be kept for two classes); the best
-    ``_PRE_NMS_TOP_K`` go through NMS at ``iou_threshold``; ``max_detections`` remain.
-    """
-    boxes_all, scores_all = outputs["boxes"].detach().float(), outputs["scores"].detach().float()
-    num_classes = scores_all.shape[-1]
+    """Head outputs → per-image detections after score threshold and class-wise NMS (:func:`select_detections`)."""
+    boxes, scores = outputs["boxes"].detach().float(), outputs["scores"].detach().float()
+    found = select_detections(boxes, scores, score_threshold=score_threshold, iou_threshold=iou_threshold,
+                              max_detections=max_detections)
     result = []
-    for boxes, scores in zip(boxes_all, scores_all):  # [A, 4], [A, C]
-        flat = scores.flatten()
-        keep = (flat > score_threshold).nonzero().squeeze(1)
-        if keep.numel() > _PRE_NMS_TOP_K:
-            keep = keep[flat[keep].topk(_PRE_NMS_TOP_K).indices]
-        box_index, labels = keep // num_classes, keep % num_classes
-        picked_boxes, picked_scores = boxes[box_index], flat[keep]
-        kept = batched_nms(picked_boxes, picked_scores, labels, iou_threshold)[:max_detections]
-        result.append(Detections(picked_boxes[kept], picked_scores[kept], labels[kept]))
+    for i in range(len(scores)):
+        mine = found["batch_index"] == i
+        result.append(Detections(found["boxes"][mine], found["scores"][mine], found["labels"][mine]))
     return result
 
 
@@ -201,11 +220,39 @@ def explain_detection(outputs: dict[str, torch.Tensor], k: int | None) -> tuple[
     return best, k, float(best.detach())
 
 
+def export_detections(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry
+                      ) -> dict[str, torch.Tensor]:
+    """Decoding and class-wise NMS in the graph, with the head spec's ``score_threshold``, ``iou_threshold`` and
+    ``max_detections``: :func:`select_detections`' flat ``boxes [M, 4]`` (xyxy model-input pixels, clipped to the
+    input), ``scores [M]``, ``labels [M]``, ``batch_index [M]``."""
+    spec_ = head.spec
+    found = select_detections(outputs["boxes"].float(), outputs["scores"].float(),
+                              score_threshold=spec_.score_threshold, iou_threshold=spec_.iou_threshold,
+                              max_detections=spec_.max_detections)
+    h, w = geometry.input_size
+    limit = torch.tensor([w, h, w, h], dtype=torch.float32, device=found["boxes"].device)
+    return {**found, "boxes": torch.minimum(found["boxes"].clamp(min=0), limit)}
+
+
+def pool_detections(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Several detectors' candidate boxes and scores concatenated (``[N, sum A, ...]``), so that decoding runs one
+    class-wise NMS over all of them ("merged NMS"; a box two models agree on is kept once, with the higher score)."""
+    return {key: torch.cat([o[key] for o in outputs], dim=1) for key in ("boxes", "scores")}
+
+
+def unflip_detections(outputs: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """Boxes predicted on a horizontally flipped input mapped back: ``x1, x2 = W - x2, W - x1``."""
+    boxes = outputs["boxes"]
+    return {"boxes": torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], -1),
+            "scores": outputs["scores"]}
+
+
 DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max",
                  metrics=("map", "map50", "map75", "map_small", "map_medium", "map_large", "mar_1", "mar_10",
                           "mar_100"), per_class="ap", make_metrics=lambda head: DetectionMetrics(head.classes),
                  predict=predict_detections, explain=explain_detection, draw=draw_detections,
-                 save_predictions=save_coco_detections)
+                 save_predictions=save_coco_detections, export=export_detections,
+                 combine=pool_detections, unflip=unflip_detections)
 
 
 @dataclass(frozen=True, kw_only=True)

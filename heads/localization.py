@@ -122,9 +122,8 @@ def predict_localization(outputs: dict[str, torch.Tensor], head: HeadContext, ge
     """Per image ``{"class", "index", "prob", "box": [x1, y1, x2, y2]}``; the box in original-image pixels when
     ``geometry.image_sizes`` is given, else in model-input pixels."""
     classes = head.classes
-    probs = outputs["logits"].detach().float().softmax(1)
-    h, w = geometry.input_size
-    boxes = outputs["box"].detach().float() * torch.tensor([w, h, w, h], dtype=torch.float32)
+    exported = export_localization(outputs, head, geometry)
+    probs, boxes = exported["probs"].detach(), exported["box"].detach()
     results = []
     for i, (p, box) in enumerate(zip(probs, boxes)):
         if geometry.image_sizes is not None:
@@ -134,6 +133,15 @@ def predict_localization(outputs: dict[str, torch.Tensor], head: HeadContext, ge
         results.append({"class": classes[k], "index": k, "prob": round(float(p[k]), 6),
                         "box": [round(v, 2) for v in box.tolist()]})
     return results
+
+
+def export_localization(outputs: dict[str, torch.Tensor], head: HeadContext, geometry: Geometry
+                        ) -> dict[str, torch.Tensor]:
+    """``logits``, ``probs`` ``[N, K]`` and ``box`` ``[N, 4]`` xyxy in model-input pixels."""
+    h, w = geometry.input_size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=outputs["box"].device)
+    logits = outputs["logits"]
+    return {"logits": logits, "probs": logits.float().softmax(1), "box": outputs["box"].float() * scale}
 
 
 def draw_localization(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
@@ -155,7 +163,8 @@ def explain_localization(outputs: dict[str, torch.Tensor], k: int | None) -> tup
 
 LOCALIZATION = Task(name="localization", target="boxes", monitor="mean_iou", mode="max",
                     metrics=("acc", "mean_iou", "acc_iou50"), make_metrics=lambda head: LocalizationMetrics(head.classes),
-                    predict=predict_localization, explain=explain_localization, draw=draw_localization)
+                    predict=predict_localization, explain=explain_localization, draw=draw_localization,
+                    export=export_localization)
 
 
 @spec

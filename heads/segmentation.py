@@ -19,6 +19,7 @@ from pycocotools import mask as coco_mask
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from heads.classification import average_probabilities
 from zoo.backbones.base import FeatureInfo
 from zoo.data.segmentation import IGNORE_INDEX
 from zoo.draw import BLACK, as_rgb, overlay_mask, palette, text_below, upscale
@@ -290,6 +291,13 @@ def predict_masks(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) 
     return results
 
 
+def export_masks(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> dict[str, torch.Tensor]:
+    """``probs [N, K, H, W]`` (softmax of the logits resized to the model input) and ``mask [N, H, W]`` (argmax,
+    int64), in model-input pixels."""
+    probs = fit_logits(outputs.float(), geometry.input_size).softmax(dim=1)
+    return {"probs": probs, "mask": probs.argmax(dim=1)}
+
+
 def draw_masks(image: np.ndarray, prediction: dict, target: Any, classes: Sequence[str]) -> np.ndarray:
     """image | truth overlay | prediction overlay (no truth panel without ``target``), with a colour legend."""
     colours = palette(len(classes))
@@ -340,7 +348,9 @@ def explain_mask(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, in
 
 SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="max", metrics=("miou", "pixel_acc"),
                     per_class="iou", make_metrics=lambda head: SegmentationMetrics(head.classes),
-                    predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks)
+                    predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks,
+                    export=export_masks, combine=average_probabilities,
+                    unflip=lambda logits, width: logits.flip(-1))
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from heads.autoencoder import (ImageDecoder, ReconstructionMetrics, check_geometry, decoder_plan, draw_reconstruction,
-                               predict_reconstructions, save_reconstructions, to_uint8)
+from heads.autoencoder import (ImageDecoder, ReconstructionMetrics, average_reconstructions, check_geometry,
+                               decoder_plan, draw_reconstruction, export_reconstruction, predict_reconstructions,
+                               save_reconstructions, to_uint8, unflip_images)
 from zoo.backbones.base import FeatureInfo
 from zoo.errors import ZooError
 from zoo.recipe.spec import Range, spec
@@ -78,7 +79,7 @@ class VaeHead(nn.Module):
 
     def logits(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """``z [N, latent]`` → logits ``[N, C, H, W]`` (the image is their sigmoid)."""
-        grid = self.from_latent(z).reshape(len(z), self.width, self.grid, self.grid)
+        grid = self.from_latent(z).reshape(-1, self.width, self.grid, self.grid)
         return self.decoder(grid, size)
 
     def encode(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -138,7 +139,9 @@ class VaeMetrics(nn.Module):
 
 VAE = Task(name="vae", target="image", monitor="elbo", mode="max", metrics=("elbo", "elbo_per_pixel", "mse", "psnr"),
            make_metrics=lambda head: VaeMetrics(likelihood=head.module.likelihood, sigma=head.module.sigma),
-           predict=predict_reconstructions, draw=draw_reconstruction, save_predictions=save_reconstructions)
+           predict=predict_reconstructions, draw=draw_reconstruction, save_predictions=save_reconstructions,
+           export=export_reconstruction, combine=average_reconstructions,
+           unflip=unflip_images)
 
 
 @spec

@@ -54,9 +54,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = Path(args.json).parent if args.json else None
         from zoo.recipe.tree import parse_override
 
-        overrides = dict(parse_override(text) for text in args.overrides)
-        metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
-        print(f"{args.split} metrics of {args.checkpoint}:")
+        # CHECKPOINT A.ckpt B.ckpt ...: an ensemble; arguments with "=" are recipe overrides
+        members = [a for a in args.overrides if "=" not in a]
+        overrides = dict(parse_override(text) for text in args.overrides if "=" in text)
+        if members or args.tta:
+            from zoo.ensemble import evaluate_ensemble
+
+            metrics = evaluate_ensemble([args.checkpoint, *members], split=args.split, overrides=overrides,
+                                        tta=[args.tta] if args.tta else [])
+            tta = f" with --tta {args.tta}" if args.tta else ""
+            print(f"{args.split} metrics of the ensemble of {', '.join([args.checkpoint, *members])}{tta}:")
+        else:
+            metrics = evaluate(args.checkpoint, split=args.split, out=out, overrides=overrides)
+            print(f"{args.split} metrics of {args.checkpoint}:")
     _print_metrics(metrics)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -66,19 +76,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from zoo.engine import predict
+    from zoo.inference import load, predict_files
     from zoo.recipe.tree import parse_override
 
     # An argument with "=" that is no existing path is a recipe override (model.head.score_threshold=0.3).
     overrides = [a for a in args.inputs if "=" in a and not Path(a).exists()]
-    inputs = [a for a in args.inputs if a not in overrides]
+    members = [a for a in args.inputs if a.endswith(".ckpt") and Path(a).is_file()]  # an ensemble's other members
+    inputs = [a for a in args.inputs if a not in overrides and a not in members]
     if not inputs:
         raise ZooError("zoo predict needs at least one IMAGE_OR_DIR besides the overrides")
-    results = predict(args.checkpoint, inputs, out=args.out, overrides=dict(parse_override(o) for o in overrides))
+    model = load([args.checkpoint, *members], device=args.device, batch_size=args.batch_size,
+                 tta=[args.tta] if args.tta else [],
+                 overrides=dict(parse_override(o) for o in overrides))
+    found = predict_files(model, inputs, out=args.out)
     if args.out:
-        print(f"wrote {len(results)} predictions to {Path(args.out) / 'predictions.json'}")
+        print(f"wrote {len(found.results)} predictions to {Path(args.out) / 'predictions.json'}")
     else:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(found.results, indent=1))
+    if found.skipped:
+        where = f" (listed in {Path(args.out) / 'skipped.json'})" if args.out else ""
+        print(f"skipped {len(found.skipped)} undecodable file(s){where}: "
+              + ", ".join(path for path, _ in found.skipped), file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import export
+    from zoo.recipe.tree import parse_override
+
+    out, info = export(args.checkpoint, fmt=args.format, out=args.out, dynamic_batch=args.dynamic_batch,
+                       batch=args.batch, opset=args.opset, input_dtype=args.input,
+                       overrides=dict(parse_override(o) for o in args.overrides))
+    shape = "x".join(str(d) for d in info["input"]["shape"])
+    print(f"wrote {out} ({args.format}; input {info['input']['name']} {info['input']['dtype']} {shape}, "
+          f"resize {info['input']['resize']}; outputs {', '.join(info['outputs'])})")
+    print(f"wrote {out}.json (metadata)")
     return 0
 
 
@@ -208,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ground truth (box mAP@[.5:.95] as map, map50, map75, per-area and per-class AP, "
                                    "computed by pycocotools).")
     p.add_argument("checkpoint", nargs="?", help="a zoo checkpoint (leave out with --gt/--dt)")
-    p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the checkpoint's recipe that keep the "
+    p.add_argument("overrides", nargs="*", help="more checkpoints (an ensemble of models of the same heads and "
+                                                "classes: averaged class / per-pixel probabilities, detections "
+                                                "pooled into one class-wise NMS, averaged reconstructions) and "
+                                                "dotted.path=value changes to the checkpoint's recipe that keep the "
                                                 "weights' shapes, e.g. model.head.beam_size=1 data.num_workers=0; "
                                                 "right after CHECKPOINT, before any --option")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -219,19 +254,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --gt/--dt: the COCO evaluator (same numbers; faster_coco_eval is faster, "
                         "pip install 'zoo[fast]')")
     p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
+    p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
+                                                    "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("predict", help="predictions for image files or folders, as JSON",
-                       description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json).")
+                       description="Run CHECKPOINT on images; prints JSON (or writes DIR/predictions.json). Files "
+                                   "that cannot be decoded are skipped with a warning naming each (and listed in "
+                                   "DIR/skipped.json); the exit status is 0 unless no file could be predicted. "
+                                   "From Python: zoo.load(CHECKPOINT).predict(...).")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
-                   help="image files or folders; arguments of the form dotted.path=value change the checkpoint's "
+                   help="image files or folders; further *.ckpt files make an ensemble (see zoo eval); arguments of the form dotted.path=value change the checkpoint's "
                         "recipe, e.g. a head's predict options: model.head.top_k=3, model.head.score_threshold=0.3 "
                         "model.head.iou_threshold=0.5 model.head.max_detections=50, model.head.beam_size=1 "
                         "(model.heads.NAME.FIELD for a named head)")
     p.add_argument("--out", help="folder for predictions.json, the task's own formats (detection: COCO results) and "
-                                 "each image with its prediction drawn, in images/ (default: print JSON to stdout)")
+                                 "each image with its prediction drawn, in images/ in the input's file type (default: "
+                                 "print JSON to stdout)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto (the GPU when present; default), cpu, cuda, cuda:N")
+    p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
+                                                    "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("export", help="a checkpoint as one ONNX or TorchScript graph, preprocessing and decoding "
+                                      "inside", description="Export CHECKPOINT as a graph that takes an image batch "
+                       "[N, C, S, S] at the recipe's input size (uint8 0..255, or float 0..1 with --input float), "
+                       "normalises it, and returns each head's decoded outputs: classification logits/probs; "
+                       "detection boxes/scores/labels/batch_index after class-wise NMS with the head's "
+                       "score_threshold/iou_threshold/max_detections; segmentation probs/mask; captioning greedy "
+                       "tokens; reconstructions. Metadata (tasks, classes, input size, resize mode, mean/std, zoo "
+                       "version) goes into the file and FILE.json. A model that cannot be exported is refused with "
+                       "the reason, and no file is left. See docs/deploy.md.")
+    p.add_argument("checkpoint")
+    p.add_argument("overrides", nargs="*", help="dotted.path=value changes to the saved recipe, e.g. "
+                                                "model.head.score_threshold=0.3 (baked into the graph)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="default onnx")
+    p.add_argument("--out", metavar="FILE", help="default: beside the checkpoint, best.onnx or best.torchscript.pt")
+    p.add_argument("--dynamic-batch", action="store_true", help="the batch size is free (default: fixed at --batch)")
+    p.add_argument("--batch", type=int, default=1, help="the batch size traced (and fixed without --dynamic-batch; "
+                                                        "default 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--input", default="uint8", choices=("uint8", "float"),
+                   help="the graph's input: uint8 pixels 0..255 (default) or float pixels in [0, 1]")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("sample", help="draw images from a generative checkpoint (VAE): prior samples or an "
                                       "interpolation", description="Decode --n latent codes drawn from the prior of "

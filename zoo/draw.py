@@ -7,10 +7,21 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["as_rgb", "upscale", "text_below", "palette", "overlay_mask", "draw_boxes", "GREEN", "RED", "BLACK"]
+__all__ = ["as_rgb", "upscale", "text_below", "palette", "overlay_mask", "draw_boxes", "font_size", "GREEN", "RED",
+           "BLACK"]
 
 GREEN, RED, BLACK = (0, 140, 0), (200, 0, 0), (0, 0, 0)
-_LINE_HEIGHT = 12
+_MIN_FONT = 10  # pixels: Pillow's bitmap default, readable on the enlarged small images
+_FONT_PER_SIDE = 1 / 28  # text height per pixel of the image's shorter side, so labels on a photo are not specks
+
+
+def font_size(image: np.ndarray) -> int:
+    """Text height in pixels for labels drawn on ``image``: grows with its shorter side (18 px on a 512 px photo)."""
+    return max(_MIN_FONT, round(min(image.shape[:2]) * _FONT_PER_SIDE))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size) if size > _MIN_FONT else ImageFont.load_default()
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -32,8 +43,9 @@ def text_below(image: np.ndarray, lines: Sequence[str], colors: Sequence[tuple[i
                width_chars: int | None = None) -> np.ndarray:
     """``image`` (RGB) on a white strip with ``lines`` of text beneath it, each wrapped to the picture's width."""
     image = as_rgb(image)
-    font = ImageFont.load_default()
-    per_line = width_chars or max(8, image.shape[1] // 6)
+    size = font_size(image)
+    font, line_height = _font(size), size + 2
+    per_line = width_chars or max(8, image.shape[1] // round(size * 0.6))
     wrapped: list[tuple[str, tuple[int, int, int]]] = []
     for i, line in enumerate(lines):
         color = colors[i] if colors else BLACK
@@ -45,11 +57,11 @@ def text_below(image: np.ndarray, lines: Sequence[str], colors: Sequence[tuple[i
             else:
                 current = f"{current} {word}".strip()
         wrapped.append((current, color))
-    canvas = Image.new("RGB", (image.shape[1], image.shape[0] + _LINE_HEIGHT * len(wrapped) + 4), "white")
+    canvas = Image.new("RGB", (image.shape[1], image.shape[0] + line_height * len(wrapped) + 4), "white")
     canvas.paste(Image.fromarray(image), (0, 0))
     pen = ImageDraw.Draw(canvas)
     for i, (text, color) in enumerate(wrapped):
-        pen.text((2, image.shape[0] + 2 + i * _LINE_HEIGHT), text, fill=color, font=font)
+        pen.text((2, image.shape[0] + 2 + i * line_height), text, fill=color, font=font)
     return np.asarray(canvas)
 
 
@@ -104,7 +116,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str],
     """
     canvas = Image.fromarray(as_rgb(image))
     pen = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    font = _font(font_size(np.asarray(image)))
     single = isinstance(colors, tuple) and len(colors) == 3 and all(isinstance(c, int) for c in colors)
     for i, (box, text) in enumerate(zip(np.asarray(boxes, np.float32).reshape(-1, 4), labels)):
         color = colors if single else colors[i]

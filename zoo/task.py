@@ -116,6 +116,16 @@ class Task:
             prediction (next to the truth when given), for ``zoo predict --out`` and the evaluation grid.
         save_predictions: ``(results, classes, out_dir) -> written files``: task formats that ``zoo predict --out``
             writes next to ``predictions.json`` (COCO results for detection).
+        export: ``(outputs, HeadContext, Geometry) -> {name: tensor}``: the head's outputs as the tensors an exported
+            graph returns (``zoo export``): torch operations only, no control flow on values, so that tracing records
+            them (probabilities, decoded boxes after NMS, greedy caption tokens); coordinates in model-input pixels.
+            ``None``: the task cannot be exported, and ``zoo export`` says so.
+        combine: ``(list of outputs of several models on the same batch) -> outputs``: an ensemble's outputs, which
+            ``predict``, ``make_metrics`` and ``export`` take as one model's (``zoo eval A.ckpt B.ckpt``). ``None``:
+            the task refuses ensembles.
+        unflip: ``(outputs of a horizontally flipped batch, input width) -> outputs of the batch itself``: flipped
+            boxes and masks mapped back exactly, for test-time augmentation (``--tta hflip``: the two views are then
+            combined by ``combine``). ``None``: the task refuses flip TTA.
     """
 
     name: str
@@ -129,6 +139,9 @@ class Task:
     explain: Callable[[Any, int | None], tuple[torch.Tensor, int, float]] | None = None
     draw: Callable[..., Any] | None = None
     save_predictions: Callable[[list[dict], Sequence[str], Path], list[Path]] | None = None
+    export: Callable[[Any, HeadContext, Geometry], dict[str, torch.Tensor]] | None = None
+    combine: Callable[[list[Any]], Any] | None = None
+    unflip: Callable[[Any, int], Any] | None = None
 
 
 class HeadSpec(Protocol):

@@ -36,7 +36,7 @@ from zoo.errors import ZooError
 # Deliberately no ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` anywhere: a truncated file must fail loudly here rather
 # than train on a half-grey image.
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "load_image", "scan_images", "image_size"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageDecodeError", "load_image", "image_to_array", "scan_images", "image_size"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -85,12 +85,19 @@ def load_image(path: str | os.PathLike, *, channels: int = 3) -> np.ndarray:
     try:
         with open(path, "rb") as file, Image.open(file) as image:
             image.load()  # force the full decode inside the try: Image.open only reads the header
-            image = ImageOps.exif_transpose(image)
-            pixels = _to_uint8(image)
+            return image_to_array(image, channels=channels)
     except UnidentifiedImageError as error:
         raise ImageDecodeError(path, "not an image file in any format Pillow recognises") from error
     except _DECODE_ERRORS as error:
         raise ImageDecodeError(path, f"{type(error).__name__}: {error}") from error
+
+
+def image_to_array(image: Image.Image, *, channels: int = 3) -> np.ndarray:
+    """A decoded Pillow image (any mode) → ``uint8 [H, W, channels]``, exactly as :func:`load_image` maps a file:
+    EXIF orientation applied, the mode normalised (module docstring), then converted to ``channels`` (1 or 3)."""
+    if channels not in _SUPPORTED_CHANNELS:
+        raise ValueError(f"image_to_array: channels must be one of {_SUPPORTED_CHANNELS}, got {channels!r}")
+    pixels = _to_uint8(ImageOps.exif_transpose(image))
     if pixels.ndim == 2:  # grey [H, W]
         out = pixels[:, :, None] if channels == 1 else np.repeat(pixels[:, :, None], 3, axis=2)
     elif channels == 1:

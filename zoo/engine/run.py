@@ -21,7 +21,6 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import move_data_to_device
 
 from zoo.data.base import DataSplits
-from zoo.data.images import IMAGE_EXTENSIONS, load_image
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule, lightning_limit
 from zoo.engine.finetune import BackboneFreeze, frozen_parameters
@@ -301,6 +300,14 @@ def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None)
     return module
 
 
+def check_classes(module: ZooModule, splits: DataSplits, checkpoint: str | Path) -> None:
+    """Refuses data whose classes are not the ones the checkpoint was trained on."""
+    for key, classes in module.classes.items():
+        if tuple(splits.classes.get(key, ())) != tuple(classes):
+            raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
+                           f"now has {list(splits.classes.get(key, ()))[:10]}")
+
+
 def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | None = None,
              splits: DataSplits | None = None, overrides: dict[str, Any] | None = None) -> dict[str, float]:
     """Metrics of a checkpoint on one split of its recipe's data; pictures go to ``out`` when given.
@@ -312,10 +319,7 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
     module = load_module(checkpoint, overrides)
     if splits is None:
         splits = prepare_data(module.recipe)
-    for key, classes in module.classes.items():
-        if tuple(splits.classes.get(key, ())) != tuple(classes):
-            raise ZooError(f"{checkpoint}: its {key!r} target was trained on classes {list(classes)[:10]}, the data "
-                           f"now has {list(splits.classes.get(key, ()))[:10]}")
+    check_classes(module, splits, checkpoint)
     loader = ZooDataModule(module.recipe, splits).split_loader(split)
     trainer = _trainer(module.recipe, None, [], enable_progress_bar=False, devices=1, num_nodes=1, strategy="auto")
     trainer.test(module, dataloaders=loader, verbose=False)
@@ -326,20 +330,6 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
             head_metrics.save_artifacts(_head_folder(Path(out), name))
         save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
     return metrics
-
-
-def _image_files(inputs: Sequence[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise ZooError(f"{item}: no such image file or folder")
-    if not files:
-        raise ZooError(f"no images found in {[str(i) for i in inputs]}")
-    return files
 
 
 def to_uint8_images(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -420,7 +410,6 @@ def save_prediction_grid(module: ZooModule, loader: Any, path: Path, *, count: i
     return path
 
 
-@torch.no_grad()
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, batch_size: int = 32,
             out: str | Path | None = None, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Predictions for image files or folders: one ``{"image": path, **prediction}`` per image (a named-head model
@@ -428,37 +417,9 @@ def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, batch_size:
     ``{"model.head.score_threshold": 0.5}`` (a head's predict options are fields of its spec).
 
     With ``out``, writes ``predictions.json``, the tasks' own formats, and each image with its prediction drawn
-    (``out/images/``).
+    (``out/images/``). Undecodable files are skipped with a warning (``zoo.inference.predict_files``).
     """
-    module = load_module(checkpoint, overrides)
-    recipe = module.recipe
-    transform = recipe.transform(train=False, with_targets=False)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module.to(device)
-    files = _image_files(inputs)
-    size = recipe.data.image_size
-    results: list[dict[str, Any]] = []
-    drawn_dir = Path(out) / "images" if out is not None else None
-    if drawn_dir is not None:
-        drawn_dir.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        originals = [load_image(f, channels=recipe.data.channels) for f in chunk]
-        batch = torch.stack([transform(image=image)["image"] for image in originals])
-        outputs = move_data_to_device(module(batch.to(device)), "cpu")
-        geometry = Geometry(input_size=(size, size), resize=recipe.aug.resize,
-                            image_sizes=[image.shape[:2] for image in originals])
-        for f, image, pred in zip(chunk, originals, decode_outputs(module, outputs, geometry)):
-            results.append({"image": str(f), **pred})
-            picture = draw_prediction(module, image, pred) if drawn_dir is not None else None
-            if picture is not None:
-                Image.fromarray(picture).save(drawn_dir / f"{len(results) - 1:05d}_{f.stem}.png")
-    if out is not None:
-        out = Path(out)
-        (out / "predictions.json").write_text(json.dumps(results, indent=1))
-        for name, ctx in module.contexts.items():
-            save = type(ctx.spec).task.save_predictions
-            if save is not None:
-                save([{"image": r["image"], **(r[name] if name else r)} for r in results], ctx.classes,
-                     _head_folder(out, name))
-    return results
+    from zoo.inference import load, predict_files
+
+    model = load(checkpoint, batch_size=batch_size, overrides=overrides)
+    return predict_files(model, inputs, out=out).results
