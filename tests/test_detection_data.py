@@ -347,3 +347,32 @@ def test_coco_without_image_sizes_checks_boxes_against_the_image_header(tmp_path
     target = splits.train.load(0)[1]["boxes"]
     np.testing.assert_array_equal(target["boxes"], np.float32([[1, 2, 4, 6], [40, 20, 48, 32]]))
     assert sum("absurd box dropped" in reason for _, reason in splits.skipped) == 4  # train and val
+
+
+# --- images checked at setup ------------------------------------------------------------------------------------------
+
+
+def test_undecodable_images_are_skipped_and_counted_at_setup_in_coco_and_yolo(tmp_path):
+    coco = tmp_path / "coco"
+    path = _coco(coco, [_ann(1, 1, [1, 2, 3, 4]), _ann(2, 2, [1, 2, 3, 4])])
+    (coco / "img" / "2.png").write_bytes((coco / "img" / "2.png").read_bytes()[:60])  # truncated
+    with pytest.warns(UserWarning, match=r"skipping undecodable image .*2\.png"):
+        splits = CocoDetectionData(images=str(coco), train_json=str(path), val_json=str(path)).setup()
+    assert len(splits.train) == 1 and [p.name for p, _ in splits.skipped] == ["2.png"]
+    splits.train.load(0)  # what is left loads
+    yolo = tmp_path / "yolo"
+    _yolo(yolo, {f"i{n}": "0 0.5 0.5 0.2 0.2\n" for n in range(6)})
+    (yolo / "images" / "i3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.warns(UserWarning, match=r"skipping undecodable image .*i3\.png"):
+        splits = YoloFolderData(root=str(yolo), names=("x",), val_fraction=0.2, test_fraction=0.2).setup()
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 5
+    assert [p.name for p, _ in splits.skipped] == ["i3.png"]
+
+
+def test_an_image_size_that_disagrees_with_the_coco_entry_is_an_error_at_setup(tmp_path):
+    images = [{"id": 1, "file_name": "img/1.png", "height": 32, "width": 48},
+              {"id": 2, "file_name": "img/2.png", "height": 32, "width": 48}]
+    path = _coco(tmp_path, [_ann(1, 1, [1, 2, 3, 4])], images=images)
+    _image(tmp_path / "img" / "2.png", (20, 20))
+    with pytest.raises(ZooError, match=r"2\.png: the annotations give size HxW \(32, 48\), the image .* is \(20, 20\)"):
+        CocoDetectionData(images=str(tmp_path), train_json=str(path), val_json=str(path)).setup()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import warnings
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -36,7 +37,7 @@ import numpy as np
 
 from zoo.data.base import DataSplits, ImageData, stratified_split
 from zoo.data.coco import load_coco, resolve_inside
-from zoo.data.images import IMAGE_EXTENSIONS, image_size, load_image
+from zoo.data.images import IMAGE_EXTENSIONS, ImageDecodeError, image_size, load_image
 from zoo.data.shapes import SHAPE_CLASSES, ShapesConfig, shapes_root
 from zoo.errors import RecipeError, ZooError
 from zoo.recipe.spec import Range, spec
@@ -85,9 +86,7 @@ class DetectionSource:
         record = self.records[index]
         image = load_image(record.path, channels=self.channels)
         h, w = image.shape[:2]
-        if record.size is not None and record.size != (h, w):
-            raise ZooError(f"{record.path}: the annotations give size HxW {record.size}, the decoded image (after "
-                           f"its EXIF orientation) is {(h, w)}; annotations must describe the displayed image")
+        _check_size(record, h, w)
         boxes = record.boxes * np.float32([w, h, w, h]) if record.normalized else record.boxes.copy()
         return image, {"boxes": boxes.astype(np.float32), "labels": record.labels.copy(),
                        "image_id": record.image_id, "orig_size": (h, w)}
@@ -140,9 +139,45 @@ def _split(records: list, *, val_fraction: float, test_fraction: float, seed: in
     return tuple([records[i] for i in ix] for ix in parts)
 
 
+def _check_size(record: DetectionRecord, h: int, w: int) -> None:
+    if record.size is not None and tuple(record.size) != (h, w):
+        raise ZooError(f"{record.path}: the annotations give size HxW {tuple(record.size)}, the image (after its EXIF "
+                       f"orientation) is {(h, w)}; annotations must describe the displayed image")
+
+
+def _scan_records(parts: dict[str, list[DetectionRecord]]) -> list[tuple[Path, str]]:
+    """Checks every image's header at setup (a broken file would otherwise stop training mid-epoch).
+
+    Undecodable images are left out of their split with a warning naming them, and returned as skipped; a size that
+    disagrees with the annotations is an error now rather than in a loader worker.
+    """
+    records = {r.path: r for part in parts.values() for r in part}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sizes = dict(zip(records, pool.map(_header_size, records)))
+    bad = [(path, size) for path, size in sizes.items() if isinstance(size, str)]
+    for path, reason in bad:
+        warnings.warn(f"skipping undecodable image {path}: {reason}", stacklevel=3)
+    for path, size in sizes.items():
+        if not isinstance(size, str):
+            _check_size(records[path], size[1], size[0])
+    for name, part in parts.items():
+        parts[name] = [r for r in part if not isinstance(sizes[r.path], str)]
+    if bad:
+        log.warning("skipped %d undecodable image(s)", len(bad))
+    return bad
+
+
+def _header_size(path: Path) -> tuple[int, int] | str:
+    try:
+        return image_size(path, verify=True)
+    except ImageDecodeError as error:
+        return error.reason
+
+
 def _splits(classes: tuple[str, ...], parts: dict[str, list[DetectionRecord]], channels: int,
             reports: dict[str, BoxReport]) -> DataSplits:
     skipped = [entry for split, report in reports.items() for entry in report.warn(split)]
+    skipped += _scan_records(parts)
     if not parts["train"]:
         raise ZooError("the train split has no images")
     return DataSplits.single("boxes", classes=classes, skipped=skipped,

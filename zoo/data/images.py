@@ -107,9 +107,10 @@ def image_to_array(image: Image.Image, *, channels: int = 3) -> np.ndarray:
     return np.array(out, dtype=np.uint8, order="C", copy=True)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
+def image_size(path: str | os.PathLike, *, verify: bool = False) -> tuple[int, int]:
     """``(width, height)`` of an image as :func:`load_image` returns it (EXIF orientation applied), from its header
-    only: no pixels are decoded.
+    only: no pixels are decoded. ``verify`` also runs Pillow's ``verify`` (chunk checksums of a PNG, for instance),
+    which finds many truncated or corrupt files without decoding them.
 
     Raises:
         ImageDecodeError: the file is missing or its header is not an image's.
@@ -117,13 +118,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with open(path, "rb") as file, Image.open(file) as image:
             width, height = image.size
-            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that rotate by 90 degrees
-                width, height = height, width
+            rotated = image.getexif().get(0x0112) in (5, 6, 7, 8)  # orientations that rotate by 90 degrees
+        if verify:  # Pillow's verify must come straight after open, and leaves the image unusable
+            with open(path, "rb") as file, Image.open(file) as image:
+                image.verify()
     except UnidentifiedImageError as error:
         raise ImageDecodeError(path, "not an image file in any format Pillow recognises") from error
     except _DECODE_ERRORS as error:
         raise ImageDecodeError(path, f"{type(error).__name__}: {error}") from error
-    return width, height
+    return (height, width) if rotated else (width, height)
 
 
 def scan_images(
