@@ -64,7 +64,8 @@ def test_skipped_count_is_reported_by_a_run(tmp_path, capsys):
     (tmp_path / "data" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.warns(UserWarning, match="broken.png"):
         train(tiny_folder_recipe(tmp_path / "data"), tmp_path / "run")
-    assert "skipped 1 undecodable image" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "skipped 1 input(s) (broken.png: " in printed and "data.json" in printed
     import json
     assert json.loads((tmp_path / "run" / "data.json").read_text())["skipped"][0][0].endswith("broken.png")
 

@@ -96,7 +96,8 @@ def evaluate_ensemble(checkpoints: Sequence[str | Path], *, split: str = "test",
     """Metrics of the ensemble of ``checkpoints`` (one is fine with ``tta``) on one split of the first one's data
     (names as ``zoo eval``)."""
     from zoo.engine.datamodule import ZooDataModule
-    from zoo.engine.run import _batches, check_classes, load_module, prepare_data
+    from zoo.engine.datamodule import lightning_limit
+    from zoo.engine.run import check_classes, load_module, prepare_data
     from zoo.inference import resolve_device
 
     where = resolve_device(device)
@@ -109,7 +110,7 @@ def evaluate_ensemble(checkpoints: Sequence[str | Path], *, split: str = "test",
         check_classes(module, splits, path)
     metrics = dict(zip(first.contexts, first.test_metrics.values()))
     loader = ZooDataModule(first.recipe, splits).split_loader(split)
-    limit = _batches(first.recipe.trainer.limit_test_batches)  # as zoo eval's trainer.test reads it, on any split
+    limit = lightning_limit(first.recipe.trainer.limit_test_batches)  # as zoo eval's trainer.test reads it, on any split
     count = limit if isinstance(limit, int) else int(len(loader) * limit)
     for images, targets in itertools.islice(loader, count):
         images, targets = move_data_to_device((images, targets), where)

@@ -229,7 +229,10 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
             "skipped": [[str(p), r] for p, r in splits.skipped],
         }, indent=1))
     if splits.skipped and main:
-        print(f"skipped {len(splits.skipped)} undecodable image(s); listed in {out / 'data.json'}")
+        shown = "; ".join(f"{Path(path).name}: {reason}" for path, reason in splits.skipped[:3])
+        more = f"; {len(splits.skipped) - 3} more" if len(splits.skipped) > 3 else ""
+        print(f"skipped {len(splits.skipped)} input(s) ({shown}{more}); all listed with their reasons in "
+              f"{out / 'data.json'}")
     datamodule = ZooDataModule(recipe, splits)
     module = ZooModule(recipe, splits.classes)
     name, mode = recipe.monitor()
