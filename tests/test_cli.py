@@ -96,3 +96,11 @@ def test_top_level_help_is_plain_text(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "`" not in capsys.readouterr().out
+
+
+def test_eval_writes_the_pictures_to_out(trained_checkpoint, tmp_path, capsys):
+    assert main(["eval", str(trained_checkpoint), "--out", str(tmp_path / "pics"), "trainer.limit_test_batches=1"]) == 0
+    assert (tmp_path / "pics" / "confusion_matrix.png").is_file()
+    assert list((tmp_path / "pics").glob("predictions_*.png"))
+    assert main(["eval", str(trained_checkpoint), str(trained_checkpoint), "--out", str(tmp_path / "x")]) == 2
+    assert "--out" in capsys.readouterr().err

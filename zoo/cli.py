@@ -51,7 +51,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif not args.checkpoint:
         raise ZooError("zoo eval needs a CHECKPOINT or --gt GT.json --dt DT.json (see zoo eval --help)")
     else:
-        out = Path(args.json).parent if args.json else None
+        out = Path(args.out) if args.out else Path(args.json).parent if args.json else None
         from zoo.recipe.tree import parse_override
 
         # CHECKPOINT A.ckpt B.ckpt ...: an ensemble; arguments with "=" are recipe overrides
@@ -60,6 +60,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if members or args.tta:
             from zoo.ensemble import evaluate_ensemble
 
+            if args.out:
+                raise ZooError("--out (the task's pictures) is for one checkpoint; an ensemble or --tta "
+                               "evaluation writes metrics only (--json)")
             metrics = evaluate_ensemble([args.checkpoint, *members], split=args.split, overrides=overrides,
                                         tta=[args.tta] if args.tta else [])
             tta = f" with --tta {args.tta}" if args.tta else ""
@@ -254,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --gt/--dt: the COCO evaluator (same numbers; faster_coco_eval is faster, "
                         "pip install 'zoo[fast]')")
     p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
+    p.add_argument("--out", metavar="DIR", help="write the task's pictures (confusion matrix, PR curves, "
+                                                "prediction grid) to DIR (default: the --json file's folder)")
     p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
                                                     "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_eval)
