@@ -183,6 +183,7 @@ def test_zoo_check_lists_every_field_of_every_shipped_recipe_with_its_comment():
     ({"trainer.devices": "zero"}, "trainer.devices: is 'zero'"),
     ({"trainer.devices": (0, -1)}, "device ids are >= 0"),
     ({"optim.betas": (2.0, -1.0)}, "optim.betas: must be < 1, got 2.0"),
+    ({"data.image_size": 100000}, "data.image_size: must be <= 8192"),
 ])
 def test_trainer_and_optimizer_settings_are_validated_in_the_spec(override, message):
     from tests.conftest import tiny_digits_recipe

@@ -103,7 +103,7 @@ class ImageData:
 
     batch_size: Annotated[int, Range(ge=1)] = 32  # images per batch (per device)
     num_workers: Annotated[int, Range(ge=0)] = 2  # DataLoader worker processes (0: load in the main process)
-    image_size: Annotated[int, Range(ge=8)] = 224  # images are resized to image_size x image_size
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 224  # images are resized to image_size x image_size
     channels: Literal[1, 3] = 3  # 1 (grey) or 3 (RGB); images are converted on load
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # per-channel normalisation mean (0..1 scale)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)  # per-channel normalisation std

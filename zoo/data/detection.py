@@ -221,7 +221,7 @@ class ShapesDetectionData(ImageData):
     min_size: Annotated[int, Range(ge=3)] = 10  # object side range in pixels (varied sizes)
     max_size: Annotated[int, Range(ge=3)] = 32  # largest object side in pixels
     shapes_seed: int = 0  # seeds the renderer: the same settings give the same files
-    image_size: Annotated[int, Range(ge=8)] = 64  # model input side (images are resized to it)
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 64  # model input side (images are resized to it)
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
     val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15  # share of images for validation
@@ -262,7 +262,7 @@ class CocoDetectionData(ImageData):
     train_json: str | None = None  # COCO annotations of the training images; required
     val_json: str | None = None  # COCO annotations of the validation images; required
     test_json: str | None = None  # COCO annotations of the test images (None: the validation set is the test set)
-    image_size: Annotated[int, Range(ge=8)] = 320  # model input side
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 320  # model input side
 
     targets = ("boxes",)
 
@@ -311,7 +311,7 @@ class YoloFolderData(ImageData):
     val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # without images/val: share of images for validation
     test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # without images/test: share of images for testing
     split_seed: int = 0  # seeds the split
-    image_size: Annotated[int, Range(ge=8)] = 320  # model input side
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 320  # model input side
 
     targets = ("boxes",)
 
@@ -392,7 +392,7 @@ class VocData(ImageData):
     val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # without ImageSets/Main/val.txt: share for validation
     test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # without ImageSets/Main/test.txt: share for testing
     split_seed: int = 0  # seeds the split
-    image_size: Annotated[int, Range(ge=8)] = 320  # model input side
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 320  # model input side
 
     targets = ("boxes",)
 

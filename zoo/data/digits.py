@@ -21,7 +21,7 @@ __all__ = ["DigitsData"]
 
 @spec
 class DigitsData(ImageData):
-    image_size: Annotated[int, Range(ge=8)] = 32  # 8x8 digits are resized to this
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 32  # 8x8 digits are resized to this
     channels: Literal[1, 3] = 1  # grey; 3 replicates the grey channel
     mean: tuple[float, ...] = (0.5,)  # normalisation mean (0..1 scale)
     std: tuple[float, ...] = (0.5,)  # normalisation std

@@ -347,7 +347,7 @@ class CocoSegmentationData(ImageData):
     train_json: str | None = None  # COCO file (polygons/RLE) of the training images; required
     val_json: str | None = None  # COCO file of the validation images; required
     test_json: str | None = None  # COCO file of the test images (None: the validation split is also the test split)
-    image_size: Annotated[int, Range(ge=8)] = 256  # model input side
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 256  # model input side
 
     targets = ("mask",)
 

@@ -22,7 +22,7 @@ class ShapesData(ImageData):
     render_size: Annotated[int, Range(ge=32)] = 64  # side of the rendered images in pixels
     max_objects: Annotated[int, Range(ge=1)] = 1  # objects per image (1..max_objects)
     shapes_seed: int = 0  # seeds the renderer: the same settings give the same files
-    image_size: Annotated[int, Range(ge=8)] = 64  # model input side (images are resized to it)
+    image_size: Annotated[int, Range(ge=8, le=8192)] = 64  # model input side (images are resized to it)
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
     val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.15  # share of images for validation
