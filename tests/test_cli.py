@@ -104,3 +104,32 @@ def test_eval_writes_the_pictures_to_out(trained_checkpoint, tmp_path, capsys):
     assert list((tmp_path / "pics").glob("predictions_*.png"))
     assert main(["eval", str(trained_checkpoint), str(trained_checkpoint), "--out", str(tmp_path / "x")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_an_out_path_that_cannot_be_a_folder_is_one_line_not_a_traceback(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "below"):
+        assert main(["train", "recipes/classify_digits_lenet5.py", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=1", "trainer.accelerator=cpu", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {out}: " in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    from zoo.engine.checkpoint import atomic_torch_save
+    from zoo.errors import ZooError
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("u", "total used free")(10, 10, 0))
+    with pytest.raises(ZooError, match=r"could not write checkpoint .*best.ckpt: no space left on device"):
+        atomic_torch_save({}, tmp_path / "best.ckpt")
+    assert not list(tmp_path.iterdir())  # no partial file left

@@ -415,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         for note in getattr(e, "__notes__", []):
             print(f"  {note}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be written (under a file, /proc, a full disk): where and why
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (errno {e.errno})" if e.errno else f"error: {where}{e}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 from zoo.weights import read_weights_file
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "read_checkpoint", "migrate_checkpoint"]
@@ -33,6 +34,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files: give the checkpoint the run files' permissions
         os.replace(tmp, path)
+    except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as "enforce fail ..."
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise ZooError(f"could not write checkpoint {path}: {'no space left on device' if free < 2**26 else e} "
+                       f"({free / 2**20:.0f} MiB free in {path.parent})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
