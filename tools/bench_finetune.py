@@ -7,7 +7,7 @@ EMA and mixup); scratch has no weights. Reported per strategy: validation ``top1
 checkpoint's test ``top1``, the first epoch whose validation ``top1`` reaches scratch's final value, and a plot of
 the validation curves. Also runs ``zoo tune lr`` on the fine-tune recipe (its range-test plot).
 
-    python tools/bench_finetune.py --weights runs/detect_shapes_yolo/best.ckpt --runs runs/bench_finetune
+    python tools/bench_finetune.py --weights runs/detect_shapes_yolo/best.ckpt --runs runs/bench_finetune2
 """
 
 from __future__ import annotations
