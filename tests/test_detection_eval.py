@@ -122,3 +122,39 @@ def test_cli_eval_needs_exactly_one_mode(tmp_path, capsys):
     (tmp_path / "dt.json").write_text("[]")
     assert main(["eval", "--gt", str(tmp_path / "missing.json"), "--dt", str(tmp_path / "dt.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+_GT = {"images": [{"id": 1, "width": 64, "height": 64}], "categories": [{"id": 1, "name": "a"}],
+       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}]}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("score", float("nan"), r"result \[0\] has score nan"),
+    ("score", "high", r"result \[0\] has score 'high'"),
+    ("bbox", [1, 2, 3], r"result \[0\] has bbox \[1, 2, 3\]; a bbox is \[x, y, w, h\]"),
+    ("bbox", [1, 2, 3, 4, 5], "four numbers"),
+    ("bbox", None, "four numbers"),
+    ("bbox", ["1", 2, 3, 4], "four numbers"),
+    ("bbox", [1, 2, float("nan"), 4], "must be finite"),
+    ("bbox", [1, float("inf"), 3, 4], "must be finite"),
+])
+def test_bad_detections_are_refused_naming_the_entry(field, value, message):
+    detection = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9, field: value}
+    with pytest.raises(CocoFormatError, match=message):
+        coco_evaluate(_GT, [detection], dt_source="dt.json")
+
+
+def test_an_all_nan_score_file_no_longer_scores_a_perfect_map():
+    with pytest.raises(CocoFormatError, match="score nan"):
+        coco_evaluate(_GT, [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": float("nan")}])
+    bad_gt = json.loads(json.dumps(_GT))
+    bad_gt["annotations"][0]["bbox"] = [10, float("nan"), 20, 20]
+    with pytest.raises(CocoFormatError, match=r"gt.json: annotation \[0\] \(id 1\) has bbox"):
+        coco_evaluate(bad_gt, [], gt_source="gt.json")
+
+
+def test_negative_sized_detections_are_evaluated_as_pycocotools_does_with_a_counted_warning():
+    detection = {"image_id": 1, "category_id": 1, "bbox": [10, 10, -20, 20], "score": 0.9}
+    with pytest.warns(UserWarning, match="1 detection\\(s\\) have a negative width or height"):
+        metrics = coco_evaluate(_GT, [detection]).metrics
+    assert metrics["map"] == 0.0

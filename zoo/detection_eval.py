@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,20 @@ def _api(backend: str) -> tuple[Any, Any]:
     raise ZooError(f"unknown COCO evaluation backend {backend!r}; choose one of {list(BACKENDS)}")
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _checked_box(box: Any, where: str) -> tuple[float, float, float, float]:
+    """``[x, y, w, h]`` as four finite floats with ``w, h >= 0``, or a ``CocoFormatError`` naming ``where``."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(map(_is_real, box)):
+        raise CocoFormatError(f"{where} has bbox {box!r}; a bbox is [x, y, w, h], four numbers")
+    x, y, w, h = (float(v) for v in box)
+    if not all(map(math.isfinite, (x, y, w, h))):
+        raise CocoFormatError(f"{where} has bbox {list(box)}; x, y, w and h must be finite numbers")
+    return x, y, w, h
+
+
 def _prepare_results(dt: Sequence[dict], gt: dict, *, source: str) -> dict:
     """The results list as a COCO dict over the ground truth's images (what ``loadRes`` builds, but it also works
     for an empty list, which ``loadRes`` crashes on)."""
@@ -93,8 +109,16 @@ def _prepare_results(dt: Sequence[dict], gt: dict, *, source: str) -> dict:
         if det["category_id"] not in category_ids:
             raise CocoFormatError(f"{source}: result [{n}] has category_id {det['category_id']!r}; the ground "
                                   f"truth's category ids are {sorted(category_ids)}")
-        x, y, w, h = (float(v) for v in det["bbox"])
-        annotations.append({**det, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, "id": n + 1})
+        x, y, w, h = _checked_box(det["bbox"], f"{source}: result [{n}]")
+        score = det["score"]
+        if not _is_real(score) or not math.isfinite(score):
+            raise CocoFormatError(f"{source}: result [{n}] has score {score!r}; a score is a finite number")
+        annotations.append({**det, "bbox": [x, y, w, h], "score": float(score), "area": w * h, "iscrowd": 0,
+                            "id": n + 1})
+    negative = sum(1 for a in annotations if a["bbox"][2] < 0 or a["bbox"][3] < 0)
+    if negative:  # kept, as pycocotools keeps them (they overlap nothing), so the numbers stay pycocotools'
+        warnings.warn(f"{source}: {negative} detection(s) have a negative width or height; evaluated as "
+                      f"pycocotools does (they match no ground truth)", stacklevel=2)
     return {"images": gt["images"], "categories": gt["categories"], "annotations": annotations}
 
 
@@ -119,6 +143,8 @@ def coco_evaluate(gt: dict, dt: Sequence[dict], *, backend: Literal["pycocotools
     gt = prepare_coco_dict(gt, source=gt_source)
     if not gt["categories"]:
         raise CocoFormatError(f"{gt_source}: no 'categories'; box evaluation needs them")
+    for n, annotation in enumerate(gt["annotations"]):
+        _checked_box(annotation.get("bbox"), f"{gt_source}: annotation [{n}] (id {annotation.get('id')!r})")
     coco_gt = coco_from_dict(gt, api=coco_cls)
     coco_dt = coco_from_dict(_prepare_results(dt, gt, source=dt_source), api=coco_cls)
     with contextlib.redirect_stdout(io.StringIO()):
