@@ -140,3 +140,17 @@ def test_class_folder_of_only_undecodable_files_is_an_error(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(ZooError, match=r"class folder .*broken holds no images that "
                                                                     r"decode \(3 undecodable"):
         ImageFolderData(root=str(tmp_path)).setup()
+
+
+def test_a_link_out_of_the_data_root_is_refused_unless_asked_for(tmp_path):
+    data = write_class_folders(tmp_path / "data", {"a": 6, "b": 6})
+    outside = write_class_folders(tmp_path / "elsewhere", {"x": 1}) / "x"
+    target = next(outside.iterdir())
+    (data / "a" / "linked.png").symlink_to(target)
+    with pytest.raises(ZooError, match=r"linked.png leads outside the data folder .*data.follow_symlinks=True"):
+        ImageFolderData(root=str(data)).setup()
+    splits = ImageFolderData(root=str(data), follow_symlinks=True).setup()
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 13
+    (data / "b" / "inside.png").symlink_to(data / "b" / sorted(p.name for p in (data / "b").iterdir())[0])
+    (data / "a" / "linked.png").unlink()
+    ImageFolderData(root=str(data)).setup()  # a link that stays inside the root is fine

@@ -50,11 +50,13 @@ def _empty_class(folder: Path, detail: str) -> ZooError:
     return ZooError(f"class folder {folder} holds no images {detail}")
 
 
-def list_class_folders(folder: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], list[Path], list[int]]:
+def list_class_folders(folder: Path, classes: tuple[str, ...] | None = None, *, follow_symlinks: bool = False
+                       ) -> tuple[tuple[str, ...], list[Path], list[int]]:
     """Class names (sorted subfolder names, or ``classes``), image files and their labels.
 
     Raises:
-        ZooError: no class folders, or a class folder without images (named).
+        ZooError: no class folders, a class folder without images (named), or — unless ``follow_symlinks`` — a file
+            or folder link that leads outside ``folder`` (named, with its target).
     """
     found = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
     if not found:
@@ -64,11 +66,23 @@ def list_class_folders(folder: Path, classes: tuple[str, ...] | None = None) -> 
     files, labels = [], []
     for label, name in enumerate(found):
         images = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not follow_symlinks:
+            _refuse_escaping_links(folder, images)
         if not images:
             raise _empty_class(folder / name, f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
         files += images
         labels += [label] * len(images)
     return found, files, labels
+
+
+def _refuse_escaping_links(folder: Path, images: list[Path]) -> None:
+    base = folder.resolve()
+    for path in images:
+        target = path.resolve()
+        if not target.is_relative_to(base):
+            raise ZooError(f"{path} leads outside the data folder {folder} (to {target}); links out of the data "
+                           f"root are refused, as in COCO data. If the data is a folder of links on purpose, set "
+                           f"data.follow_symlinks=True")
 
 
 @spec
@@ -78,6 +92,7 @@ class ImageFolderData(ImageData):
     test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1  # without root/test: share of images for testing
     split_seed: int = 0  # seeds the split, kept apart from the training seed so the test set stays fixed
     verify_images: bool = True  # decode every image at setup and skip the broken ones (with a warning)
+    follow_symlinks: bool = False  # accept links that lead outside root (a folder of links to a shared image store)
 
     def preflight(self) -> None:
         if self.root is None:
@@ -89,11 +104,11 @@ class ImageFolderData(ImageData):
         self.preflight()
         root = Path(self.root).expanduser()
         if (root / "train").is_dir():
-            classes, files, labels = list_class_folders(root / "train")
+            classes, files, labels = list_class_folders(root / "train", follow_symlinks=self.follow_symlinks)
             parts = {"train": (files, labels)}
             for split in ("val", "test"):
                 if (root / split).is_dir():
-                    _, f, lab = list_class_folders(root / split, classes)
+                    _, f, lab = list_class_folders(root / split, classes, follow_symlinks=self.follow_symlinks)
                     parts[split] = (f, lab)
             missing = [s for s in ("val", "test") if s not in parts]
             if missing:  # carve the missing splits out of train
@@ -101,7 +116,7 @@ class ImageFolderData(ImageData):
                 parts.update({k: v for k, v in split.items() if k != "train" and k in missing})
                 parts["train"] = split["train"]
         else:
-            classes, files, labels = list_class_folders(root)
+            classes, files, labels = list_class_folders(root, follow_symlinks=self.follow_symlinks)
             parts = self._split(files, labels, val=True, test=True)
         skipped: list[tuple[Path, str]] = []
         if self.verify_images:
