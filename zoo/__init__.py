@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load"]
+__all__ = ["load", "version"]
+
+
+def version() -> str:
+    """The installed zoo package's version (what `zoo --version` prints and exported files record)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _installed
+
+    try:
+        return _installed("zoo")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def load(checkpoint: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from zoo import version as zoo_version
 from zoo.errors import ZooError
 
 __all__ = ["main"]
@@ -209,18 +210,9 @@ def cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("zoo")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__.replace("``", ""))
-    parser.add_argument("--version", action="version", version=f"zoo {_version()}")
+    parser.add_argument("--version", action="version", version=f"zoo {zoo_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a recipe; writes best.ckpt, last.ckpt, metrics.json, logs",

@@ -21,13 +21,13 @@ import logging
 import os
 import sys
 import warnings
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from zoo import version as zoo_version
 from zoo.errors import ZooError
 from zoo.recipe.parts import ModelSpec
 from zoo.recipe.tree import to_data
@@ -92,13 +92,6 @@ class ExportGraph(nn.Module):
         return tuple(self._named_outputs(images).values())
 
 
-def _zoo_version() -> str:
-    try:
-        return importlib_metadata.version("zoo")
-    except importlib_metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def export_metadata(graph: ExportGraph, module: Any, *, fmt: str, dynamic_batch: bool, batch: int) -> dict[str, Any]:
     """What travels with an exported file (see the module docstring)."""
     recipe = module.recipe
@@ -109,7 +102,7 @@ def export_metadata(graph: ExportGraph, module: Any, *, fmt: str, dynamic_batch:
         heads[name] = {"task": task.name, "classes": list(ctx.classes), "spec": to_data(ctx.spec),
                        "outputs": [o for o in graph.output_names if o.startswith(prefix) and "/" not in o[len(prefix):]]}
     return {
-        "zoo_version": _zoo_version(), "format": fmt, "recipe": recipe.name,
+        "zoo_version": zoo_version(), "format": fmt, "recipe": recipe.name,
         "tasks": {name: h["task"] for name, h in heads.items()}, "heads": heads,
         "input": {"name": INPUT_NAME, "dtype": graph.input_dtype, "layout": "NCHW",
                   "shape": ["N" if dynamic_batch else batch, graph.channels, graph.size, graph.size],

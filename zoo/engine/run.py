@@ -33,8 +33,8 @@ from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
 from zoo.task import Geometry
 
-__all__ = ["train", "evaluate", "is_main_process", "predict", "check_model", "load_module", "prepare_data", "picture_grid", "to_uint8_images",
-           "decode_outputs", "draw_prediction", "save_prediction_grid"]
+__all__ = ["train", "evaluate", "is_main_process", "predict", "check_model", "load_module", "prepare_data",
+           "picture_grid", "to_uint8_images", "decode_outputs", "draw_prediction", "save_prediction_grid"]
 
 log = logging.getLogger(__name__)
 
