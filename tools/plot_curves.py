@@ -12,12 +12,13 @@ an error). Prints, per run, the mean training metric over the last epoch and the
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from zoo.curves import log_files, read_scalars
 
 __all__ = ["Curves", "read_run", "plot_runs", "main"]
 
@@ -38,41 +39,22 @@ class Curves:
         return float(self.train[self.train_epoch > last - 1].mean())
 
 
-def _number(text: str | None) -> float | None:
-    return float(text) if text not in (None, "") else None
-
-
 def read_run(run: str | Path, *, metric: str = "train/loss", val_metric: str = "val/top1") -> Curves:
-    """Reads ``run/logs/metrics.csv``.
+    """One run's ``metric`` and ``val_metric`` from its logs (``zoo.curves.read_scalars``).
 
     Raises:
-        SystemExit: the file is missing, or lacks ``metric`` / ``val_metric`` (the message lists its columns).
+        SystemExit: the logs are missing, or lack ``metric`` / ``val_metric`` (the message lists what was logged).
     """
     run = Path(run)
-    path = run / "logs" / "metrics.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file (is {run} a run folder written by `zoo train`?)")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = list(rows[0]) if rows else []
-    for name in (metric, val_metric, "step", "epoch"):
-        if name not in columns:
-            raise SystemExit(f"{path}: no column {name!r}; it has {columns}")
-    train = [(float(r["step"]), float(r[metric])) for r in rows if _number(r[metric]) is not None]
-    val = [(int(float(r["epoch"])), float(r["step"]), float(r[val_metric])) for r in rows
-           if _number(r[val_metric]) is not None]
-    if not train or not val:
-        raise SystemExit(f"{path}: no {metric if not train else val_metric} values logged yet")
-    steps, train_values = np.array(train).T
-    epochs, ends, values = np.array(val).T
-    # ``step`` is the 0-based index of the optimizer step; epoch e ends with the step of its validation row. Map
-    # the count of steps done (index + 1) to fractional epochs through those ends.
-    done, ends = steps + 1, ends + 1
-    train_epoch = np.interp(done, np.concatenate([[0.0], ends]), np.arange(len(ends) + 1.0))
-    late = done > ends.max()  # steps after the last validation (an interrupted run): extrapolate linearly
-    train_epoch[late] = len(ends) + (done[late] - ends.max()) / (ends.max() / len(ends))
-    return Curves(name=run.name, train_epoch=train_epoch, train=train_values, val_epoch=epochs + 1,
-                  val_error=1.0 - values)
+    if not log_files(run):
+        raise SystemExit(f"{run / 'logs' / 'metrics.csv'}: no such file (is {run} a run folder written by `zoo train`?)")
+    scalars = read_scalars(run)
+    for name in (metric, val_metric):
+        if name not in scalars:
+            raise SystemExit(f"{run}: no column {name!r} logged; it has {sorted(scalars)}")
+    train, val = scalars[metric], scalars[val_metric]
+    return Curves(name=run.name, train_epoch=train.epoch, train=train.value, val_epoch=val.epoch,
+                  val_error=1.0 - val.value)
 
 
 def plot_runs(curves: list[Curves], out: str | Path, *, metric: str = "train/loss",
