@@ -220,6 +220,14 @@ def draw_reconstruction(image: np.ndarray, prediction: dict, target: Any, classe
     return text_below(picture, [header, score], [BLACK, BLACK])
 
 
+def judge_reconstruction(prediction: dict, target: Any, classes: Sequence[str]) -> tuple[str, float, str]:
+    """The reconstruction's error against the model input."""
+    return "worst reconstructions", prediction["mse"], f"PSNR {prediction['psnr']:.1f} dB vs input"
+
+
+RECONSTRUCTION_LEGEND = ("input | reconstruction (clean | noisy input | reconstruction when denoising), PSNR beneath")
+
+
 def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: Path) -> list[Path]:
     """``out_dir/reconstructions/<index>_<stem>.png``: each reconstruction at the model's input size."""
     folder = Path(out_dir) / "reconstructions"
@@ -235,7 +243,8 @@ def save_reconstructions(results: list[dict], classes: Sequence[str], out_dir: P
 AUTOENCODING = Task(name="autoencoding", target="image", monitor="psnr", mode="max", metrics=("mse", "psnr"),
                     make_metrics=lambda head: ReconstructionMetrics(), predict=predict_reconstructions,
                     draw=draw_reconstruction, save_predictions=save_reconstructions, export=export_reconstruction,
-                    combine=average_reconstructions, unflip=unflip_images)
+                    combine=average_reconstructions, unflip=unflip_images, judge=judge_reconstruction,
+                    shown=("psnr",), legend=RECONSTRUCTION_LEGEND)
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

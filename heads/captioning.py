@@ -265,10 +265,17 @@ def draw_caption(image: np.ndarray, prediction: dict, target: Any, classes: Sequ
     return text_below(picture, lines, colors)
 
 
+def judge_caption(prediction: dict, target: Any, classes: Sequence[str]) -> tuple[str, float, str]:
+    """1 - the caption's own BLEU-4 against its references (BLEU-1 breaks ties)."""
+    bleu = corpus_bleu([prediction["caption"].split()], [list(target)])
+    return "lowest BLEU", (1 - bleu[3]) + (1 - bleu[0]) * 1e-3, f"BLEU-4 {bleu[3]:.2f}, BLEU-1 {bleu[0]:.2f}"
+
+
 CAPTIONING = Task(name="captioning", target="caption", monitor="cider", mode="max",
                   metrics=("bleu1", "bleu2", "bleu3", "bleu4", "cider"),
                   make_metrics=lambda head: CaptionMetrics(head.classes, head.module.decode),
-                  predict=predict_captions, draw=draw_caption, export=export_captions)
+                  predict=predict_captions, draw=draw_caption, export=export_captions, judge=judge_caption,
+                  shown=("bleu4", "cider"), legend="beneath each image: the generated caption; in green the first reference")
 
 
 @spec

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
 
 from zoo.backbones.base import FeatureInfo
 from zoo.errors import RecipeError
@@ -63,10 +63,12 @@ class ClassificationMetrics(nn.Module):
         self.top5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
         self.per_class = MulticlassAccuracy(num_classes=n, average="none")
         self.confusion = MulticlassConfusionMatrix(num_classes=n)
+        self.pr = MulticlassPrecisionRecallCurve(num_classes=n, thresholds=101)  # binned: fixed memory, DDP-summed
         self._last_confusion: torch.Tensor | None = None
+        self._last_pr: list[torch.Tensor] = []
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        for m in (self.top1, self.top5, self.per_class, self.confusion):
+        for m in (self.top1, self.top5, self.per_class, self.confusion, self.pr):
             m.update(outputs, targets)
 
     def compute(self) -> dict[str, float]:
@@ -76,6 +78,7 @@ class ClassificationMetrics(nn.Module):
         """
         result = {"top1": self.top1.compute().item(), "top5": self.top5.compute().item()}
         self._last_confusion = self.confusion.compute().cpu()
+        self._last_pr = [t.cpu() for t in self.pr.compute()[:2]]  # precision, recall [K, thresholds + 1]
         support = self._last_confusion.sum(dim=1).tolist()  # [K] samples per true class
         for name, acc, n in zip(self.classes, self.per_class.compute().tolist(), support):
             if n > 0:
@@ -83,34 +86,50 @@ class ClassificationMetrics(nn.Module):
         return result
 
     def reset(self) -> None:
-        for m in (self.top1, self.top5, self.per_class, self.confusion):
+        for m in (self.top1, self.top5, self.per_class, self.confusion, self.pr):
             m.reset()
 
     def save_artifacts(self, out_dir: Path) -> list[Path]:
+        """``confusion_matrix.png`` (counts, and rows normalised to the share of each true class) and
+        ``pr_curves.png`` (precision against recall per class, one class against the rest)."""
         if self._last_confusion is None:
             return []
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         cm = self._last_confusion.numpy()
         n = len(self.classes)
-        fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 1.5 + 0.5 * n))
-        ax.imshow(cm, cmap="Blues")
-        ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title="confusion matrix")
-        ax.set_xticklabels(self.classes, rotation=90)
-        ax.set_yticklabels(self.classes)
-        if n <= 30:
-            for i in range(n):
-                for j in range(n):
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if cm[i, j] > cm.max() / 2 else "black")
-        fig.tight_layout()
-        path = Path(out_dir) / "confusion_matrix.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return [path]
+        side = 1.5 + 0.45 * n
+        fig = Figure(figsize=(2 * side + 1, side + 0.5), layout="constrained")
+        support = cm.sum(axis=1, keepdims=True)
+        shares = np.divide(cm, support, out=np.zeros_like(cm, dtype=float), where=support > 0)
+        for ax, values, title, fmt in zip(fig.subplots(1, 2), (cm, shares), ("counts", "share of each true class"),
+                                          ("{:.0f}", "{:.2f}")):
+            ax.imshow(values, cmap="Blues", vmin=0)
+            ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=f"confusion: {title}")
+            ax.set_xticklabels(self.classes, rotation=90)
+            ax.set_yticklabels(self.classes)
+            if n <= 30:
+                top = values.max() or 1
+                for i in range(n):
+                    for j in range(n):
+                        if values[i, j]:  # zeros left blank, so the mistakes stand out
+                            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=7,
+                                    color="white" if values[i, j] > top / 2 else "black")
+        written = [Path(out_dir) / "confusion_matrix.png"]
+        fig.savefig(written[0], dpi=100, bbox_inches="tight")
+        precision, recall = self._last_pr
+        fig = Figure(figsize=(6, 4.5), layout="constrained")
+        ax = fig.subplots()
+        for name, p, r in zip(self.classes, precision, recall):
+            keep = ~p.isnan()  # thresholds above every score have no precision
+            ax.plot(r[keep].numpy(), p[keep].numpy(), lw=1, label=name)
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall per class")
+        ax.grid(True, alpha=0.3)
+        if n <= 20:
+            ax.legend(fontsize=7, ncol=2)
+        written.append(Path(out_dir) / "pr_curves.png")
+        fig.savefig(written[1], dpi=100)
+        return written
 
 
 def predict_topk(outputs: torch.Tensor, head: HeadContext, geometry: Geometry) -> list[dict]:
@@ -139,6 +158,14 @@ def draw_class(image: np.ndarray, prediction: dict, target: Any, classes: Sequen
     return text_below(picture, lines, colors)
 
 
+def judge_class(prediction: dict, target: Any, classes: Sequence[str]) -> tuple[str, float, str]:
+    """Wrong predictions ranked by their confidence, right ones by the lack of it."""
+    best, truth = prediction["top_k"][0], int(target)
+    if best["index"] != truth:
+        return "confidently wrong", best["prob"], f"{best['class']} {best['prob']:.2f}, true {classes[truth]}"
+    return "least sure right", 1 - best["prob"], f"{best['class']} {best['prob']:.2f}"
+
+
 def explain_class(outputs: torch.Tensor, k: int | None) -> tuple[torch.Tensor, int, float]:
     """The first image's logit of class ``k`` (default: the predicted class) and its probability."""
     logits = outputs[0]
@@ -158,6 +185,9 @@ def average_probabilities(outputs: list[torch.Tensor]) -> torch.Tensor:
 
 
 CLASSIFICATION = Task(name="classification", target="label", monitor="top1", mode="max", metrics=("top1", "top5"),
+                      judge=judge_class, shown=("top1",),
+                      legend="beneath each image: the top classes with probabilities, the best in green when right and "
+                             "red when wrong; 'true:' the label",
                       per_class="acc", make_metrics=lambda head: ClassificationMetrics(head.classes),
                       predict=predict_topk, explain=explain_class, draw=draw_class, export=export_probabilities,
                       combine=average_probabilities, unflip=lambda outputs, width: outputs)

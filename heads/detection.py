@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import batched_nms, box_convert, box_iou
 
 from zoo.backbones.base import FeatureInfo
 from zoo.draw import as_rgb, draw_boxes, upscale
@@ -192,6 +192,38 @@ def draw_detections(image: np.ndarray, prediction: dict, target: dict | None, cl
                       colors=[d["index"] for d in found], width=2)
 
 
+def match_boxes(boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, truth_boxes: torch.Tensor,
+                truth_labels: torch.Tensor, *, iou: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy matching as COCO does it at one IoU: predictions by falling score each take the unmatched true box of
+    their class they overlap most (IoU >= ``iou``). Returns ``(matched prediction mask [P], matched truth mask [M])``."""
+    taken = torch.zeros(len(truth_boxes), dtype=torch.bool)
+    hit = torch.zeros(len(boxes), dtype=torch.bool)
+    if len(boxes) and len(truth_boxes):
+        overlaps = box_iou(boxes.float(), truth_boxes.float())
+        for i in scores.argsort(descending=True).tolist():
+            candidates = overlaps[i].clone()
+            candidates[(truth_labels != labels[i]) | taken] = -1
+            j = int(candidates.argmax())
+            if candidates[j] >= iou:
+                taken[j] = hit[i] = True
+    return hit, taken
+
+
+def judge_detections(prediction: dict, target: dict, classes: Sequence[str]) -> tuple[str, float, str] | None:
+    """Missed true boxes plus false detections (at the head's score threshold, IoU 0.5, same class); ``None`` when
+    every box was found and nothing else was."""
+    found = prediction["detections"]
+    boxes = torch.tensor([d["box"] for d in found], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([d["index"] for d in found], dtype=torch.long)
+    scores = torch.tensor([d["score"] for d in found], dtype=torch.float32)
+    truth_boxes = target["boxes"].detach().cpu().reshape(-1, 4)
+    hit, taken = match_boxes(boxes, labels, scores, truth_boxes, target["labels"].detach().cpu().long())
+    missed, false = int((~taken).sum()), int((~hit).sum())
+    if missed + false == 0:
+        return None
+    return "missed and false boxes", missed + false, f"{missed} missed, {false} false of {len(truth_boxes)} true"
+
+
 def save_coco_detections(results: list[dict], classes: Sequence[str], out_dir: Path) -> list[Path]:
     """``detections.json``: a COCO results list (``bbox`` xywh original pixels; ``category_id`` = class index + 1,
     ``image_id`` = position in ``predictions.json`` + 1) and ``detection_images.json`` naming each image id's file."""
@@ -252,7 +284,8 @@ DETECTION = Task(name="detection", target="boxes", monitor="map", mode="max",
                           "mar_100"), per_class="ap", make_metrics=lambda head: DetectionMetrics(head.classes),
                  predict=predict_detections, explain=explain_detection, draw=draw_detections,
                  save_predictions=save_coco_detections, export=export_detections,
-                 combine=pool_detections, unflip=unflip_detections)
+                 combine=pool_detections, unflip=unflip_detections, judge=judge_detections, shown=("map50", "map"),
+                 legend="thin white boxes: the truth; coloured boxes: predictions, labelled class and score")
 
 
 @dataclass(frozen=True, kw_only=True)

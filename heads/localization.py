@@ -154,6 +154,19 @@ def draw_localization(image: np.ndarray, prediction: dict, target: Any, classes:
     return draw_boxes(picture, box, [f"{prediction['class']} {prediction['prob']:.2f}"], colors=[prediction["index"]])
 
 
+def judge_localization(prediction: dict, target: Any, classes: Sequence[str]) -> tuple[str, float, str] | None:
+    """1 - IoU of the predicted box with the true box of the predicted class it overlaps most (1 more when no true box
+    has that class)."""
+    if target is None or not len(target["labels"]):
+        return None
+    truth = target["boxes"].detach().cpu().float().reshape(-1, 4)
+    box = torch.tensor([prediction["box"]], dtype=torch.float32).expand(len(truth), 4)
+    same = target["labels"].detach().cpu() == prediction["index"]
+    overlap = float(paired_box_iou(box, truth)[same].max()) if same.any() else 0.0
+    note = f"IoU {overlap:.2f}" + ("" if same.any() else f", {prediction['class']} is not in the image")
+    return "worst boxes", (1 - overlap) + (0 if same.any() else 1), note
+
+
 def explain_localization(outputs: dict[str, torch.Tensor], k: int | None) -> tuple[torch.Tensor, int, float]:
     """The first image's class logit (default: the predicted class) and its probability."""
     from heads.classification import explain_class
@@ -164,7 +177,8 @@ def explain_localization(outputs: dict[str, torch.Tensor], k: int | None) -> tup
 LOCALIZATION = Task(name="localization", target="boxes", monitor="mean_iou", mode="max",
                     metrics=("acc", "mean_iou", "acc_iou50"), make_metrics=lambda head: LocalizationMetrics(head.classes),
                     predict=predict_localization, explain=explain_localization, draw=draw_localization,
-                    export=export_localization)
+                    export=export_localization, judge=judge_localization, shown=("mean_iou", "acc"),
+                    legend="thin white box: the truth; coloured box: the prediction, labelled class and probability")
 
 
 @spec

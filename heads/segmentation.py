@@ -317,6 +317,19 @@ def draw_masks(image: np.ndarray, prediction: dict, target: Any, classes: Sequen
     return text_below(picture, lines, line_colours)
 
 
+def judge_masks(prediction: dict, target: Any, classes: Sequence[str]) -> tuple[str, float, str]:
+    """1 - the image's mean IoU over the classes in its truth or prediction (ignored pixels left out)."""
+    predicted = decode_mask(prediction, classes).astype(np.int64)
+    truth = np.asarray(target, dtype=np.int64)
+    valid = truth != IGNORE_INDEX
+    ious = []
+    for k in np.union1d(np.unique(truth[valid]), np.unique(predicted[valid])):
+        p, t = (predicted == k) & valid, truth == k
+        ious.append((p & t).sum() / max((p | t).sum(), 1))
+    miou = float(np.mean(ious)) if ious else 1.0
+    return "lowest IoU", 1 - miou, f"image mIoU {miou:.2f}"
+
+
 def save_masks(results: list[dict], classes: Sequence[str], out_dir: Path) -> list[Path]:
     """``out_dir/masks/<index>_<stem>.png``: each prediction as a palette PNG whose pixel values are class indices."""
     folder = Path(out_dir) / "masks"
@@ -350,7 +363,9 @@ SEGMENTATION = Task(name="segmentation", target="mask", monitor="miou", mode="ma
                     per_class="iou", make_metrics=lambda head: SegmentationMetrics(head.classes),
                     predict=predict_masks, explain=explain_mask, draw=draw_masks, save_predictions=save_masks,
                     export=export_masks, combine=average_probabilities,
-                    unflip=lambda logits, width: logits.flip(-1))
+                    unflip=lambda logits, width: logits.flip(-1),
+                    judge=judge_masks, shown=("miou",),
+                    legend="image | truth | prediction, classes in their colours; the classes predicted are listed beneath")
 
 
 # ---- specs --------------------------------------------------------------------------------------------------------

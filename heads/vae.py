@@ -27,7 +27,8 @@ from torchmetrics import MeanMetric
 
 from heads.autoencoder import (ImageDecoder, ReconstructionMetrics, average_reconstructions, check_geometry,
                                decoder_plan, draw_reconstruction, export_reconstruction, predict_reconstructions,
-                               save_reconstructions, to_uint8, unflip_images)
+                               RECONSTRUCTION_LEGEND, judge_reconstruction, save_reconstructions, to_uint8,
+                               unflip_images)
 from zoo.backbones.base import FeatureInfo
 from zoo.errors import ZooError
 from zoo.recipe.spec import Range, spec
@@ -141,7 +142,7 @@ VAE = Task(name="vae", target="image", monitor="elbo", mode="max", metrics=("elb
            make_metrics=lambda head: VaeMetrics(likelihood=head.module.likelihood, sigma=head.module.sigma),
            predict=predict_reconstructions, draw=draw_reconstruction, save_predictions=save_reconstructions,
            export=export_reconstruction, combine=average_reconstructions,
-           unflip=unflip_images)
+           unflip=unflip_images, judge=judge_reconstruction, shown=("elbo", "psnr"), legend=RECONSTRUCTION_LEGEND)
 
 
 @spec

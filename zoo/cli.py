@@ -33,7 +33,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"test metrics of {out / 'best.ckpt'}:")
     _print_metrics(metrics)
-    print(f"run folder: {out}")
+    print(f"run folder: {out}  (report: {out / 'report.html'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from zoo.report import write_report
+
+    print(f"wrote {write_report(args.run, out=args.out)}")
     return 0
 
 
@@ -215,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zoo {zoo_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a recipe; writes best.ckpt, last.ckpt, metrics.json, logs",
+    p = sub.add_parser("train", help="train a recipe; writes best.ckpt, last.ckpt, metrics.json, logs, curves.png, "
+                                     "report.html",
                        description="Train RECIPE (a Python recipe file), then evaluate best.ckpt on the test split.")
     p.add_argument("recipe", help="recipe file, e.g. recipes/classify_digits_lenet5.py")
     p.add_argument("overrides", nargs="*", help=_OVERRIDES_HELP)
@@ -250,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "pip install 'zoo[fast]')")
     p.add_argument("--json", help="write a flat JSON object of metric name -> number to this file")
     p.add_argument("--out", metavar="DIR", help="write the task's pictures (confusion matrix, PR curves, "
-                                                "prediction grid) to DIR (default: the --json file's folder)")
+                                                "prediction grid, worst examples), evaluation.json and report.html "
+                                                "to DIR (default: the --json file's folder)")
     p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
                                                     "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_eval)
@@ -274,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=("hflip",), help="test-time augmentation: also run on horizontally flipped "
                                                     "images, map the outputs back (boxes, masks) and average")
     p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("report", help="rebuild a run folder's report.html (curves, metrics, pictures, worst examples)",
+                       description="Rebuild RUN_DIR/report.html from the run folder's files alone: the recipe, the "
+                                   "data's classes and counts, training curves of every logged scalar (curves.png is "
+                                   "redrawn), the last evaluation's metrics and pictures and its worst examples. "
+                                   "One self-contained HTML file (pictures embedded, no network, no script). Works "
+                                   "for interrupted runs and runs of older versions; what is missing is said on the "
+                                   "page.")
+    p.add_argument("run", metavar="RUN_DIR", help="a folder written by zoo train (or zoo eval --out)")
+    p.add_argument("--out", metavar="FILE.html", help="where to write it (default RUN_DIR/report.html)")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("export", help="a checkpoint as one ONNX or TorchScript graph, preprocessing and decoding "
                                       "inside", description="Export CHECKPOINT as a graph that takes an image batch "

@@ -126,6 +126,14 @@ class Task:
         unflip: ``(outputs of a horizontally flipped batch, input width) -> outputs of the batch itself``: flipped
             boxes and masks mapped back exactly, for test-time augmentation (``--tta hflip``: the two views are then
             combined by ``combine``). ``None``: the task refuses flip TTA.
+        judge: ``(prediction, target, classes) -> (group, badness, note)`` or ``None``: how wrong one evaluated
+            prediction is, for the worst examples of the run report (``worst_<group>.png``): per group, the examples
+            with the highest badness are shown with ``note`` beneath (classification: "wrong" ranked by confidence,
+            "least sure right" by the lack of it; detection: missed plus false boxes). ``None`` as a result: nothing
+            wrong with this one.
+        legend: what the drawn pictures' marks mean, written beneath every evaluation picture.
+        shown: the metrics the per-epoch line prints besides the losses and the monitored one (the rest stays in
+            the logs); empty: the monitored metric only.
     """
 
     name: str
@@ -142,6 +150,9 @@ class Task:
     export: Callable[[Any, HeadContext, Geometry], dict[str, torch.Tensor]] | None = None
     combine: Callable[[list[Any]], Any] | None = None
     unflip: Callable[[Any, int], Any] | None = None
+    judge: Callable[[dict, Any, Sequence[str]], tuple[str, float, str] | None] | None = None
+    legend: str = ""
+    shown: tuple[str, ...] = ()
 
 
 class HeadSpec(Protocol):

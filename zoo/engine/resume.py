@@ -29,7 +29,7 @@ __all__ = ["RngStates", "RUN_FILES", "existing_run", "clear_run", "resume_recipe
 RUN_FILES = ("best.ckpt", "last.ckpt", "metrics.json", "recipe.json", "recipe.txt", "data.json", "logs", "mlruns")
 # Recipe fields a resumed run may change: where and how fast it runs, and how long (never shapes or the data).
 RESUMABLE = ("trainer.max_epochs", "trainer.max_time", "trainer.accelerator", "trainer.devices", "trainer.strategy",
-             "trainer.num_nodes",
+             "trainer.num_nodes", "trainer.progress_bar",
              "trainer.log_every_n_steps", "trainer.compile", "trainer.channels_last", "trainer.loggers",
              "trainer.checkpoint_every_n_steps", "data.num_workers")
 

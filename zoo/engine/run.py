@@ -5,33 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from PIL import Image
-from lightning.pytorch.callbacks import (EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint,
-                                         TQDMProgressBar)
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import move_data_to_device
 
 from zoo.data.base import DataSplits
 from zoo.engine.checkpoint import AtomicCheckpointIO, migrate_checkpoint, read_checkpoint
 from zoo.engine.datamodule import ZooDataModule, lightning_limit
+from zoo.engine.examples import (decode_outputs, draw_prediction, picture_grid, save_prediction_grid,
+                                  save_worst_examples, to_uint8_images)
 from zoo.engine.finetune import BackboneFreeze, frozen_parameters
 from zoo.engine.finite import FiniteLoss
 from zoo.engine.module import CHECKPOINT_KEY, ZooModel, ZooModule
+from zoo.engine.progress import log_evaluation, progress_callbacks, recipe_hparams, show_progress_bar
 from zoo.engine.resume import RngStates, clear_run, existing_run, resume_recipe
 from zoo.engine.speed import ModelSpeed
 from zoo.errors import CheckpointError, RecipeError, ZooError
 from zoo.recipe import Recipe
 from zoo.recipe.parts import ModelSpec
-from zoo.task import Geometry
+from zoo.report import evaluation_record, write_report
 
 __all__ = ["train", "evaluate", "is_main_process", "predict", "check_model", "load_module", "prepare_data",
            "picture_grid", "to_uint8_images", "decode_outputs", "draw_prediction", "save_prediction_grid"]
@@ -45,31 +43,10 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
+    # torch deprecated isinstance checks against LeafSpec, which Lightning's pytree helper still makes (every run)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*", category=FutureWarning)
     # a frozen backbone's BatchNorm layers are in eval mode on purpose (model.backbone.freeze_bn)
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-
-
-class EpochLine(L.Callback):
-    """One line per epoch, for logs that are not a terminal (where a progress bar would flood).
-
-    Printed at the end of the training epoch, which Lightning reaches after that epoch's validation and after the
-    module has logged its metrics (a callback's ``on_validation_epoch_end`` runs before the module's, so it would
-    show the previous epoch's numbers).
-    """
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        if module.model.single:
-            shown = {k: float(v) for k, v in trainer.callback_metrics.items()
-                     if k.startswith(("train/", "val/")) and k.count("/") == 1}
-        else:  # named heads: the totals, the monitored metric and each head's own task metric
-            wanted = {"train/loss", "val/loss", f"val/{module.monitor}",
-                      *(f"val/{ModelSpec.prefix(name)}{type(ctx.spec).task.monitor}"
-                        for name, ctx in module.contexts.items())}
-            shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in wanted}
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
-              + "  ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())), flush=True)
 
 
 def prepare_data(recipe: Recipe) -> DataSplits:
@@ -136,12 +113,10 @@ def _trainer(recipe: Recipe, out: Path | None, callbacks: list, *, logger: Any =
         enable_model_summary=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         use_distributed_sampler=False,  # ZooDataModule shards by rank itself (SeededOrder)
     )
-    kwargs["enable_progress_bar"] = sys.stderr.isatty()
+    kwargs["enable_progress_bar"] = show_progress_bar(t.progress_bar)
     kwargs.update(overrides)
-    if kwargs["enable_progress_bar"]:  # redraw as often as the loss is logged, not every step
-        kwargs["callbacks"] = [*kwargs["callbacks"], TQDMProgressBar(refresh_rate=t.log_every_n_steps)]
-    elif out is not None:
-        kwargs["callbacks"] = [*kwargs["callbacks"], EpochLine()]
+    setting = "bar" if kwargs["enable_progress_bar"] else "lines"
+    kwargs["callbacks"] = [*kwargs["callbacks"], *progress_callbacks(setting, out, t.log_every_n_steps)]
     return L.Trainer(**kwargs)
 
 
@@ -164,7 +139,7 @@ def _loggers(recipe: Recipe, out: Path, version: str) -> list:
         if name == "csv":
             made.append(CSVLogger(out, name="logs", version=version))
         elif name == "tensorboard":
-            made.append(TensorBoardLogger(out, name="logs", version=""))
+            made.append(TensorBoardLogger(out, name="logs", version="", default_hp_metric=False))
         else:
             from lightning.pytorch.loggers import MLFlowLogger
 
@@ -223,11 +198,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     if main:
         (out / "recipe.json").write_text(json.dumps(recipe.to_data(), indent=1))
         (out / "recipe.txt").write_text(recipe.listing() + "\n")
-        (out / "data.json").write_text(json.dumps({
-            "classes": {k: list(v) for k, v in splits.classes.items()},
-            "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
-            "skipped": [[str(p), r] for p, r in splits.skipped],
-        }, indent=1))
+        (out / "data.json").write_text(json.dumps(data_record(splits), indent=1))
     if splits.skipped and main:
         shown = "; ".join(f"{Path(path).name}: {reason}" for path, reason in splits.skipped[:3])
         more = f"; {len(splits.skipped) - 3} more" if len(splits.skipped) > 3 else ""
@@ -267,6 +238,9 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     steps = datamodule.steps_per_epoch()
     trainer = _trainer(recipe, out, callbacks, logger=loggers,
                        log_every_n_steps=max(1, min(recipe.trainer.log_every_n_steps, steps)))
+    for lg in loggers:  # hparams.yaml (and MLflow's params) hold the recipe; TensorBoard gets it with the test metrics
+        if not isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(recipe_hparams(recipe))
     trainer.fit(module, datamodule=datamodule, ckpt_path=out / "last.ckpt" if resume else None)
     if trainer.world_size > 1:  # the test pass runs once, in the main process, on the whole split
         trainer.strategy.barrier("fit done")
@@ -277,7 +251,15 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, overwrite: b
     best = out / "best.ckpt"
     metrics = evaluate(best, split="test", out=out, splits=splits)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    log_evaluation(loggers, recipe, metrics, out, trainer.global_step)
     return metrics
+
+
+def data_record(splits: DataSplits) -> dict[str, Any]:
+    """What ``data.json`` holds: classes per target, split sizes, skipped inputs with their reasons."""
+    return {"classes": {k: list(v) for k, v in splits.classes.items()},
+            "sizes": {s: len(getattr(splits, s)) for s in ("train", "val", "test")},
+            "skipped": [[str(p), r] for p, r in splits.skipped]}
 
 
 def load_module(checkpoint: str | Path, overrides: dict[str, Any] | None = None) -> ZooModule:
@@ -332,30 +314,13 @@ def evaluate(checkpoint: str | Path, *, split: str = "test", out: str | Path | N
         for name, head_metrics in zip(module.contexts, module.test_metrics.values()):
             head_metrics.save_artifacts(_head_folder(Path(out), name))
         save_prediction_grid(module, loader, Path(out) / f"predictions_{split}.png")
+        save_worst_examples(module, loader, Path(out))
+        record = evaluation_record(checkpoint=checkpoint, split=split, metrics=metrics, heads=list(module.contexts))
+        record["recipe"] = module.recipe.listing()
+        record["data"] = data_record(splits)
+        (Path(out) / "evaluation.json").write_text(json.dumps(record, indent=1))
+        write_report(out)
     return metrics
-
-
-def to_uint8_images(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Normalised model inputs ``[N, C, H, W]`` back to ``uint8 [N, H, W, C]`` pictures."""
-    c = batch.shape[1]
-    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    sd = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, c, 1, 1)
-    pixels = (batch.detach().float().cpu() * sd + m).clamp(0, 1) * 255
-    return pixels.round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def picture_grid(pictures: Sequence[np.ndarray], *, columns: int = 4, gap: int = 4) -> np.ndarray:
-    """Tiles ``uint8 [h, w, 3]`` pictures of any sizes into one white-separated grid."""
-    pictures = [np.repeat(p, 3, axis=2) if p.ndim == 3 and p.shape[2] == 1 else p for p in pictures]
-    h = max(p.shape[0] for p in pictures)
-    w = max(p.shape[1] for p in pictures)
-    rows = -(-len(pictures) // columns)
-    cols = min(columns, len(pictures))
-    grid = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
-    for i, p in enumerate(pictures):
-        y, x = gap + (i // columns) * (h + gap), gap + (i % columns) * (w + gap)
-        grid[y:y + p.shape[0], x:x + p.shape[1]] = p
-    return grid
 
 
 def _head_folder(out: Path, name: str) -> Path:
@@ -363,54 +328,6 @@ def _head_folder(out: Path, name: str) -> Path:
     folder = out / name if name else out
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def decode_outputs(module: ZooModule, outputs: Any, geometry: Geometry) -> list[dict]:
-    """Model outputs → one JSON-able prediction per image: the task's dict for a single head, ``{name: dict}`` for
-    named heads. Decoding (NMS, beam search, argmax) happens here, outside the graph."""
-    per_head = outputs if not module.model.single else {"": outputs}
-    decoded = {name: type(ctx.spec).task.predict(per_head[name], ctx, geometry) for name, ctx in module.contexts.items()}
-    count = len(next(iter(decoded.values())))
-    if module.model.single:
-        return decoded[""]
-    return [{name: decoded[name][i] for name in decoded} for i in range(count)]
-
-
-def draw_prediction(module: ZooModule, picture: np.ndarray, prediction: dict,
-                    targets: dict[str, Any] | None = None) -> np.ndarray | None:
-    """One picture of one image's prediction: the task's drawing for a single head; each named head's drawing side by
-    side for named heads (heads without a drawing are left out). ``targets``: head name → that image's target."""
-    drawn = []
-    for name, ctx in module.contexts.items():
-        draw = type(ctx.spec).task.draw
-        if draw is None:
-            continue
-        pred = prediction if module.model.single else prediction[name]
-        drawn.append(draw(picture, pred, (targets or {}).get(name), ctx.classes))
-    if not drawn:
-        return None
-    return drawn[0] if len(drawn) == 1 else picture_grid(drawn, columns=len(drawn))
-
-
-@torch.no_grad()
-def save_prediction_grid(module: ZooModule, loader: Any, path: Path, *, count: int = 16) -> Path | None:
-    """The first ``count`` images of ``loader`` with their predictions and truth, drawn by the heads' tasks."""
-    recipe = module.recipe
-    if all(type(ctx.spec).task.draw is None for ctx in module.contexts.values()):
-        return None
-    images, targets = next(iter(loader))
-    images = images[:count]
-    outputs = move_data_to_device(module(images.to(module.device)), "cpu")
-    predictions = decode_outputs(module, outputs, Geometry(input_size=tuple(images.shape[-2:]),
-                                                           resize=recipe.aug.resize))
-    pictures = to_uint8_images(images, recipe.data.mean, recipe.data.std)
-    # per head: batch position -> that image's target (samples lacking the head's target have none)
-    truths = {name: {int(i): targets[key].value[j] for j, i in enumerate(targets[key].index)}
-              for name, key in module.target_keys.items() if key in targets}
-    drawn = [draw_prediction(module, picture, prediction, {n: t[i] for n, t in truths.items() if i in t})
-             for i, (picture, prediction) in enumerate(zip(pictures, predictions))]
-    Image.fromarray(picture_grid(drawn)).save(path)
-    return path
 
 
 def predict(checkpoint: str | Path, inputs: Sequence[str | Path], *, batch_size: int = 32,

@@ -258,6 +258,9 @@ class Trainer:
     loggers: tuple[Literal["csv", "tensorboard", "mlflow"], ...] = ("csv", "tensorboard")
     # also write last.ckpt every N optimizer steps, so a long epoch can resume mid-way. None: after every epoch only
     checkpoint_every_n_steps: Annotated[int, Range(ge=1)] | None = None
+    # "auto": a progress bar in a terminal or a notebook, else one line per epoch (ZOO_PROGRESS=bar|lines overrides
+    # auto); "bar" or "lines" always
+    progress_bar: Literal["auto", "bar", "lines"] = "auto"
 
     def __post_init__(self) -> None:
         if len(set(self.loggers)) != len(self.loggers):
