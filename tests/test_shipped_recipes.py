@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,12 @@ def test_recipe_runs_one_tiny_step(path, folder, mask_folder, coco, tmp_path):
     metrics = train(load_recipe(path, small + TINY.get(path.stem, [])), tmp_path)
     assert recipe.monitor()[0] in metrics
     assert (tmp_path / "best.ckpt").is_file()
+    # every recipe's run gets its report: the test metrics shown, every picture embedded, the curves drawn
+    page = (tmp_path / "report.html").read_text()
+    shown = dict(re.findall(r'data-metric="([^"]+)">([-0-9.]+|nan)<', page))
+    assert set(shown) == set(metrics)
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'<img[^>]+src="([^"]+)"', page))
+    assert (tmp_path / "curves.png").is_file() and "No evaluation yet" not in page
     # zoo viz --what all runs on every task's checkpoint, or refuses with a ZooError (never a raw traceback)
     try:
         written = visualize(tmp_path / "best.ckpt", "all", out=tmp_path / "viz")

@@ -167,7 +167,7 @@ def plot_curves(scalars: dict[str, Scalar], out: str | Path, *, title: str = "",
     for ax, (group, series) in zip(axes, groups.items()):
         many = len(series) > 8
         for s in series:
-            ax.plot(s.epoch, s.value, marker="o" if s.per_epoch and len(s.value) < 30 else None, ms=3,
+            ax.plot(s.epoch, s.value, marker="o" if (s.per_epoch and len(s.value) < 30) or len(s.value) < 3 else None, ms=3,
                     lw=0.8 if many else 1.2, label=s.name)
         values = np.concatenate([s.value for s in series])
         positive = np.isfinite(values) & (values > 0)

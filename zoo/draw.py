@@ -40,10 +40,11 @@ def upscale(image: np.ndarray, min_side: int = 96) -> tuple[np.ndarray, int]:
 
 
 def text_below(image: np.ndarray, lines: Sequence[str], colors: Sequence[tuple[int, int, int]] | None = None, *,
-               width_chars: int | None = None) -> np.ndarray:
-    """``image`` (RGB) on a white strip with ``lines`` of text beneath it, each wrapped to the picture's width."""
+               width_chars: int | None = None, size: int | None = None) -> np.ndarray:
+    """``image`` (RGB) on a white strip with ``lines`` of text beneath it, each wrapped to the picture's width;
+    ``size``: the text height in pixels (default: :func:`font_size` of the image)."""
     image = as_rgb(image)
-    size = font_size(image)
+    size = size or font_size(image)
     font, line_height = _font(size), size + 2
     per_line = width_chars or max(8, image.shape[1] // round(size * 0.6))
     wrapped: list[tuple[str, tuple[int, int, int]]] = []

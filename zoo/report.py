@@ -183,7 +183,11 @@ def write_report(run: str | Path, *, out: str | Path | None = None) -> Path:
         members = evaluation.get("members") or []
         what = ", ".join([evaluation["checkpoint"], *members])
         sections.append(f"<p>{html.escape(evaluation['split'])} split metrics of {html.escape(what)}</p>")
-        sections.append(_metrics_tables(evaluation.get("metrics") or {}, heads))
+        shown = evaluation.get("metrics") or {}
+        sections.append(_metrics_tables(shown, heads))
+        if any(v == -1 for v in shown.values()):
+            sections.append("<p class='meta'>-1: not measured — pycocotools' value for a size range (small, medium, "
+                            "large) with no true box of that size in the split.</p>")
     else:
         sections.append("<p class='note'>No evaluation yet: the run has not reached its test pass. "
                         f"<code>zoo eval {html.escape(str(run / 'last.ckpt'))} --out {html.escape(str(run))}</code> "

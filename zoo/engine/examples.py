@@ -7,7 +7,9 @@ Every picture carries its task's legend beneath it, so what the marks mean is in
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +20,8 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 from PIL import Image
 
-from zoo.draw import text_below
+from zoo.draw import font_size, text_below
+from zoo.engine.datamodule import lightning_limit
 from zoo.task import Geometry
 
 __all__ = ["to_uint8_images", "picture_grid", "decode_outputs", "draw_prediction", "evaluated_images",
@@ -81,11 +84,13 @@ def draw_prediction(module: Any, picture: np.ndarray, prediction: dict,
 def evaluated_images(module: Any, loader: Any, *, limit: int | None = None
                      ) -> Iterator[tuple[np.ndarray, dict, dict[str, Any]]]:
     """``(picture uint8 [H, W, C], prediction, {head name: that image's target})`` for each image of ``loader``
-    (the first ``limit`` only), predictions decoded in model-input coordinates. A head lacking an image's target has
-    no entry for it."""
+    (the first ``limit`` only; the batches ``trainer.limit_test_batches`` lets the test pass see), predictions
+    decoded in model-input coordinates. A head lacking an image's target has no entry for it."""
     recipe = module.recipe
     seen = 0
-    for images, targets in loader:
+    allowed = lightning_limit(recipe.trainer.limit_test_batches)
+    batches = allowed if isinstance(allowed, int) else math.ceil(allowed * len(loader))
+    for images, targets in itertools.islice(loader, batches):
         if limit is not None:
             images = images[:limit - seen]
         outputs = move_data_to_device(module(images.to(module.device)), "cpu")
@@ -109,7 +114,10 @@ def _legend(module: Any, heads: Sequence[str] | None = None) -> list[str]:
 
 
 def _save(picture: np.ndarray, legend: list[str], path: Path) -> Path:
-    Image.fromarray(text_below(picture, legend) if legend else picture).save(path)
+    """``picture`` with the legend beneath in a size readable next to the cells' own labels (a grid's font would grow
+    with the whole grid)."""
+    size = min(20, max(12, font_size(picture) // 2))
+    Image.fromarray(text_below(picture, legend, size=size) if legend else picture).save(path)
     return path
 
 
